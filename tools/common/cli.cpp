@@ -1,0 +1,70 @@
+#include "cli.hpp"
+
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <vector>
+
+#include <opencv2/imgcodecs.hpp>
+
+#include "grade/error.hpp"
+
+namespace grade::cli {
+
+namespace fs = std::filesystem;
+
+void write_atomically(const fs::path& path, const std::function<void(const fs::path&)>& write) {
+  std::random_device rd;
+  // Keep the real extension last so that writers choosing a format by extension (cv::imwrite) still work.
+  const fs::path tmp = path.parent_path() / (".tmp-" + std::to_string(rd()) + "-" + path.filename().string());
+  try {
+    write(tmp);
+    std::error_code ec;
+    fs::rename(tmp, path, ec);
+    if (ec) throw Error(ErrorCode::io, path.string() + ": cannot write (" + ec.message() + ")");
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+}
+
+void write_text_atomically(const fs::path& path, const std::string& text) {
+  write_atomically(path, [&](const fs::path& tmp) {
+    std::ofstream out(tmp, std::ios::binary);
+    out << text;
+    out.flush();
+    if (!out) throw Error(ErrorCode::io, path.string() + ": cannot write");
+  });
+}
+
+void write_image_atomically(const fs::path& path, const cv::Mat& image) {
+  write_atomically(path, [&](const fs::path& tmp) {
+    bool ok = false;
+    try {
+      ok = cv::imwrite(tmp.string(), image);
+    } catch (const cv::Exception& e) {
+      throw Error(ErrorCode::io, path.string() + ": cannot write image (" + e.what() + ")");
+    }
+    if (!ok) throw Error(ErrorCode::io, path.string() + ": cannot write image");
+  });
+}
+
+void ensure_directory(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir)) throw Error(ErrorCode::io, dir.string() + ": cannot create directory (" + ec.message() + ")");
+}
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += (c == '"') ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+void print_error(const std::string& tool, const std::string& message) {
+  std::cerr << tool << ": error: " << message << "\n";
+}
+
+}  // namespace grade::cli

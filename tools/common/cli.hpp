@@ -1,0 +1,27 @@
+#pragma once
+// Small helpers shared by the command-line tools.
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include <opencv2/core.hpp>
+
+namespace grade::cli {
+
+// Writes a file atomically: `write` fills a temporary file beside `path` (same directory), which is then renamed over
+// `path`. A crash or kill leaves either the old file or the new one, never half of one. Throws grade::Error(io).
+void write_atomically(const std::filesystem::path& path, const std::function<void(const std::filesystem::path&)>& write);
+void write_text_atomically(const std::filesystem::path& path, const std::string& text);
+// cv::imwrite through write_atomically; the extension of `path` chooses the format.
+void write_image_atomically(const std::filesystem::path& path, const cv::Mat& image);
+
+// Creates `dir` (and parents) or throws grade::Error(io) naming it.
+void ensure_directory(const std::filesystem::path& dir);
+
+// Quotes a CSV field when it needs it (comma, quote, newline).
+std::string csv_field(const std::string& s);
+
+// Prints "<tool>: error: <message>" to stderr.
+void print_error(const std::string& tool, const std::string& message);
+
+}  // namespace grade::cli

@@ -1,0 +1,2 @@
+// PLACEHOLDER main, replaced shortly.
+int main() { return 1; }

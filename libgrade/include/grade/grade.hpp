@@ -7,6 +7,8 @@
 #include "grade/mitosis.hpp"
 #include "grade/necrosis.hpp"
 #include "grade/nuclei.hpp"
+#include "grade/pipeline.hpp"
+#include "grade/report.hpp"
 #include "grade/slide.hpp"
 #include "grade/stain.hpp"
 #include "grade/tissue.hpp"

@@ -1,0 +1,165 @@
+#pragma once
+// The whole-slide pipeline: tissue mask on a thumbnail -> Macenko stain estimate on its tissue pixels -> one parallel
+// pass over tissue tiles (mitoses at ~0.25 um/px, nuclei at ~0.5 um/px, necrosis at ~2 um/px, each tile decoded once)
+// -> slide-level aggregation (hotspot 10-HPF window, necrosis %, spindle fraction) -> FNCLCC (fnclcc.hpp).
+//
+// Why this shape: FNCLCC asks for the count in the most active 10-HPF area over the whole tumour and for the necrotic
+// fraction of the whole tumour (Trojani et al. 1984; Coindre 2006), so every tissue tile must be seen; memory stays
+// bounded by the tiles in flight (plus maps at the tile-grid resolution, ~8 um/px), never by the slide size.
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <opencv2/core.hpp>
+
+#include "grade/count.hpp"
+#include "grade/fnclcc.hpp"
+#include "grade/image.hpp"
+#include "grade/mitosis.hpp"
+#include "grade/necrosis.hpp"
+#include "grade/nuclei.hpp"
+#include "grade/slide.hpp"
+#include "grade/stain.hpp"
+#include "grade/tissue.hpp"
+
+namespace grade {
+
+// A polygon in level-0 pixels, as GeoJSON has it: rings[0] is the outline, further rings are holes. Rings need not be
+// closed (a repeated first point is accepted).
+struct Polygon {
+  std::vector<std::vector<cv::Point2d>> rings;
+};
+
+// Which tissue tiles the nucleus stage runs on. Nuclei only feed descriptive numbers (spindle fraction, nuclear
+// features), not the grade, so a deterministic sample is enough on large slides.
+enum class NucleiSampling {
+  all_tissue,  // every tissue tile
+  sample,      // every k-th tissue tile in raster order, k chosen so that about nuclei_sample_fraction are analysed
+  none         // skip the nucleus stage
+};
+
+struct GradeParams {
+  // Differentiation: the pathologist's score 1..3, or a subtype name (fnclcc.hpp, differentiation_from_subtype) when
+  // no score is given. Both empty -> the report gives the possible grades and is marked incomplete.
+  std::optional<int> differentiation;
+  std::string subtype;
+
+  HpfParams hpf;               // 10-HPF window (area per field and number of fields)
+  double mpp_override = 0.0;   // used only by the grade_slide(path, ...) overload when opening; 0 = the file's mpp
+
+  // Tumour region of interest in level-0 pixels (union of the polygons), e.g. read_roi_geojson(). Empty = all tissue.
+  std::vector<Polygon> roi;
+
+  int threads = 0;                   // worker threads; 0 = std::thread::hardware_concurrency()
+  double tile_um = 512.0;            // side of a tile's core (the part whose detections it keeps), micrometres
+  double tile_margin_um = 24.0;      // context read around the core so border objects are seen whole
+  double grid_um = 8.0;              // resolution of the tissue, tumour and necrosis maps (one cell, micrometres)
+  double thumbnail_mpp = 8.0;        // resolution of the thumbnail used for tissue detection, stains and overlays
+
+  NucleiSampling nuclei_sampling = NucleiSampling::sample;
+  double nuclei_sample_fraction = 0.25;  // with NucleiSampling::sample
+
+  TissueParams tissue;
+  StainParams stain;
+  NucleiParams nuclei;      // its `stains` are replaced by the slide's estimate
+  MitosisParams mitosis;    // idem
+  NecrosisParams necrosis;  // idem
+};
+
+// One progress step. `phase` is "thumbnail", "tiles" or "aggregate"; fraction is 0..1 over the whole run.
+struct Progress {
+  std::string phase;
+  std::int64_t tiles_done = 0;
+  std::int64_t tiles_total = 0;
+  double fraction = 0.0;
+};
+// Called from pipeline threads, never concurrently (calls are serialised), in order of increasing tiles_done.
+using ProgressCallback = std::function<void(const Progress&)>;
+
+struct NucleiSummary {
+  std::int64_t count = 0;          // nuclei whose centres lie in the analysed tile cores inside the tumour region
+  std::int64_t spindle = 0;
+  double spindle_fraction = 0.0;   // spindle / count (0 when count is 0)
+  double mean_area_um2 = 0.0;
+  double mean_elongation = 0.0;
+  double mean_h_od = 0.0;
+  double density_per_mm2 = 0.0;    // count / analysed area
+  double analysed_area_mm2 = 0.0;  // tumour area of the analysed tiles
+  std::int64_t tiles_analysed = 0;
+  std::string sampling;            // "all_tissue", "sample 1/k" or "none"
+};
+
+struct NecrosisSummary {
+  double percent = 0.0;            // necrotic area / tumour area x 100
+  double area_mm2 = 0.0;           // necrotic area inside the tumour region
+};
+
+struct Timings {
+  double thumbnail_s = 0.0;  // thumbnail, tissue mask, stains
+  double tiles_s = 0.0;      // the tile pass
+  double aggregate_s = 0.0;  // count, necrosis %, grading
+  double total_s = 0.0;
+};
+
+// Everything report.json holds, plus the low-resolution maps the overlay and GeoJSON writers draw from.
+struct SlideReport {
+  // slide
+  std::string slide_path;
+  std::string vendor;
+  std::int64_t width = 0, height = 0;  // level 0
+  double mpp = 0.0;                    // micrometres per level-0 pixel used
+  std::string mpp_source;
+  std::optional<double> objective_power;
+
+  // parameters as used
+  GradeParams params;                  // roi included
+  std::optional<int> differentiation;  // resolved (score given, or from the subtype)
+  std::string differentiation_source;  // "score", "subtype", or "" when unknown
+  int threads_used = 1;
+
+  StainEstimate stains;
+  double tissue_area_mm2 = 0.0;   // all tissue on the slide
+  double tumour_area_mm2 = 0.0;   // tissue inside the ROI (= tissue_area_mm2 without an ROI)
+  std::int64_t tiles = 0;         // tissue tiles processed
+
+  NucleiSummary nuclei;
+  MitoticCount mitotic_count;
+  bool count_scaled = false;                 // the tumour is smaller than the window: count scaled to `fields` HPF
+  std::vector<MitosisDetection> mitoses;     // every detection in the tumour region, sorted by (y, x)
+  std::vector<MitosisDetection> hotspot_mitoses;  // those counted in the hotspot window, sorted by (y, x)
+  NecrosisSummary necrosis;
+
+  FnclccResult fnclcc;
+  std::vector<std::string> warnings;
+  Timings timings;
+  std::string software_version;
+
+  // Maps on a grid of `grid_px` level-0 pixels per cell, origin (0, 0), covering the slide. CV_8U 255 = yes, except
+  // necrosis_fraction (CV_32F, necrotic fraction of each cell).
+  double grid_px = 0.0;
+  cv::Mat tissue_grid, tumour_grid, necrosis_grid;
+  cv::Mat necrosis_fraction;
+  // The thumbnail (RGB) and its level-0 pixels per pixel, for overlay.png.
+  cv::Mat thumbnail;
+  double thumbnail_downsample = 1.0;
+};
+
+// Grades one slide. Throws grade::Error: missing_mpp when neither the slide nor the caller gives the resolution,
+// invalid_argument for bad parameters (naming them), cancelled when *cancel becomes true (checked between tiles; no
+// partial result), and whatever the slide reader throws (corrupt, ...). A slide without tissue is not an error: the
+// report has zero tissue, a warning, and no grade beyond what the zero counts imply.
+SlideReport grade_slide(const Slide& slide, const GradeParams& params = {}, const ProgressCallback& progress = {},
+                        const std::atomic<bool>* cancel = nullptr);
+
+// Opens `path` (with params.mpp_override) and grades it.
+SlideReport grade_slide(const std::filesystem::path& path, const GradeParams& params = {},
+                        const ProgressCallback& progress = {}, const std::atomic<bool>* cancel = nullptr);
+
+// Whether level-0 point (x, y) lies in the polygon union (even-odd rule within each polygon's rings).
+bool roi_contains(const std::vector<Polygon>& roi, double x, double y);
+
+}  // namespace grade

@@ -36,6 +36,7 @@ struct StainEstimate {
 // `mask` (optional, CV_8U of the image's size, non-zero = use) restricts the estimate to tissue pixels.
 StainEstimate estimate_stains(const ImageView& image, const StainParams& params = {}, const cv::Mat& mask = {});
 
+// Optical density throughout is -ln((I + 1) / 256) per 8-bit channel. Densities are clipped at 0.
 struct StainDensities {
   cv::Mat hematoxylin;  // CV_32F optical density, same size as the input
   cv::Mat eosin;        // CV_32F optical density

@@ -1,12 +1,402 @@
-// PLACEHOLDER: the real slide access is being written (issue 2).
+// Slide access. Two backends behind one interface (as OpenSlide itself does per vendor format):
+//  - OpenSlide 3.4.1 for whole-slide formats; its error state is checked after every call and turned into one
+//    grade::Error in one place (check_openslide);
+//  - OpenCV imread for plain PNG/JPEG/TIFF images, which become one-level slides.
+// OpenSlide ignores the resolution tags of generic tiled TIFFs, so those are read with libtiff here.
 #include "grade/slide.hpp"
+
+#include <openslide/openslide.h>
+#include <tiffio.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
 #include "grade/error.hpp"
 
 namespace grade {
-struct Slide::Impl {};
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A target mpp finer than level 0 by at most this fraction is served from level 0 (slight upsampling): scanners call
+// 0.2527 um/px "40x" and stages ask for 0.25.
+constexpr double kFinerTolerance = 0.10;
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+bool is_plain_image_extension(const fs::path& p) {
+  const std::string e = lower(p.extension().string());
+  return e == ".png" || e == ".jpg" || e == ".jpeg" || e == ".tif" || e == ".tiff" || e == ".bmp";
+}
+
+bool is_slide_extension(const fs::path& p) {
+  const std::string e = lower(p.extension().string());
+  return e == ".svs" || e == ".ndpi" || e == ".vms" || e == ".vmu" || e == ".scn" || e == ".mrxs" || e == ".svslide" ||
+         e == ".bif";
+}
+
+std::optional<double> parse_positive(const char* s) {
+  if (!s || !*s) return std::nullopt;
+  char* end = nullptr;
+  const double v = std::strtod(s, &end);
+  if (end == s || !std::isfinite(v) || v <= 0.0) return std::nullopt;
+  return v;
+}
+
+// Reads the TIFF resolution tags of the first directory; nullopt when absent or without a physical unit.
+std::optional<double> tiff_resolution_mpp(const fs::path& path) {
+  TIFFOpenOptions* opts = TIFFOpenOptionsAlloc();
+  // Silence libtiff for this handle only: a missing tag is not worth a message on the user's terminal.
+  auto quiet = [](TIFF*, void*, const char*, const char*, va_list) -> int { return 1; };
+  TIFFOpenOptionsSetErrorHandlerExtR(opts, quiet, nullptr);
+  TIFFOpenOptionsSetWarningHandlerExtR(opts, quiet, nullptr);
+  TIFF* tif = TIFFOpenExt(path.c_str(), "r", opts);
+  TIFFOpenOptionsFree(opts);
+  if (!tif) return std::nullopt;
+  float xres = 0.f, yres = 0.f;
+  uint16_t unit = RESUNIT_NONE;
+  std::optional<double> mpp;
+  if (TIFFGetField(tif, TIFFTAG_XRESOLUTION, &xres) && xres > 0.f &&
+      TIFFGetFieldDefaulted(tif, TIFFTAG_RESOLUTIONUNIT, &unit)) {
+    if (!TIFFGetField(tif, TIFFTAG_YRESOLUTION, &yres) || yres <= 0.f) yres = xres;
+    const double per_unit_um = unit == RESUNIT_CENTIMETER ? 1e4 : unit == RESUNIT_INCH ? 25'400.0 : 0.0;
+    if (per_unit_um > 0.0) {
+      const double v = 0.5 * (per_unit_um / xres + per_unit_um / yres);
+      if (v > 0.0 && v < 1000.0) mpp = v;  // a resolution of e.g. 72 dpi (353 um/px) is a screen default, not a scan
+      if (v >= 100.0) mpp.reset();
+    }
+  }
+  TIFFClose(tif);
+  return mpp;
+}
+
+// Composites OpenSlide's premultiplied ARGB over white: a premultiplied channel c' = c * a / 255, so the colour over
+// white is c' + (255 - a). Fully transparent pixels (a = 0, outside scanned areas) become white.
+void argb_to_rgb(const uint32_t* src, cv::Mat& dst) {
+  for (int y = 0; y < dst.rows; ++y) {
+    auto* row = dst.ptr<cv::Vec3b>(y);
+    const uint32_t* s = src + static_cast<size_t>(y) * dst.cols;
+    for (int x = 0; x < dst.cols; ++x) {
+      const uint32_t p = s[x];
+      const int a = static_cast<int>(p >> 24);
+      const int bg = 255 - a;
+      row[x] = cv::Vec3b(static_cast<uchar>(std::min(255, static_cast<int>((p >> 16) & 0xff) + bg)),
+                         static_cast<uchar>(std::min(255, static_cast<int>((p >> 8) & 0xff) + bg)),
+                         static_cast<uchar>(std::min(255, static_cast<int>(p & 0xff) + bg)));
+    }
+  }
+}
+
+// Any decoded image (grey, BGR, BGRA, 16-bit) as 8-bit RGB, transparency over white.
+cv::Mat to_rgb8(const cv::Mat& in, const fs::path& path) {
+  cv::Mat m = in;
+  if (m.depth() == CV_16U) m.convertTo(m, CV_MAKETYPE(CV_8U, m.channels()), 1.0 / 257.0);
+  else if (m.depth() != CV_8U)
+    throw Error(ErrorCode::unsupported, path.string() + ": unsupported pixel depth (only 8- and 16-bit images)");
+  cv::Mat rgb;
+  switch (m.channels()) {
+    case 1: cv::cvtColor(m, rgb, cv::COLOR_GRAY2RGB); break;
+    case 3: cv::cvtColor(m, rgb, cv::COLOR_BGR2RGB); break;
+    case 4: {
+      rgb.create(m.size(), CV_8UC3);
+      for (int y = 0; y < m.rows; ++y) {
+        const auto* s = m.ptr<cv::Vec4b>(y);
+        auto* d = rgb.ptr<cv::Vec3b>(y);
+        for (int x = 0; x < m.cols; ++x) {
+          const int a = s[x][3];
+          for (int c = 0; c < 3; ++c) d[x][2 - c] = static_cast<uchar>((s[x][c] * a + 255 * (255 - a) + 127) / 255);
+        }
+      }
+      break;
+    }
+    default:
+      throw Error(ErrorCode::unsupported, path.string() + ": unsupported channel count " + std::to_string(m.channels()));
+  }
+  return rgb;
+}
+
+std::string rect_str(const Rect64& r) {
+  std::ostringstream s;
+  s << "(x=" << r.x << ", y=" << r.y << ", width=" << r.width << ", height=" << r.height << ")";
+  return s.str();
+}
+
+}  // namespace
+
+struct Slide::Impl {
+  fs::path path;
+  SlideBackend backend = SlideBackend::openslide;
+  openslide_t* osr = nullptr;  // openslide backend
+  cv::Mat image;               // plain-image backend (RGB)
+  std::vector<LevelInfo> levels;
+  std::optional<double> mpp;
+  std::string mpp_source;
+  std::string vendor;
+
+  ~Impl() {
+    if (osr) openslide_close(osr);
+  }
+
+  // The one place OpenSlide's error state becomes an exception. Once set, OpenSlide's error is sticky: every later
+  // call on this handle fails the same way, which is what we want for a corrupt file.
+  void check_openslide(const char* during) const {
+    if (!osr) return;
+    if (const char* err = openslide_get_error(osr))
+      throw Error(ErrorCode::corrupt, path.string() + ": " + during + " failed: " + err);
+  }
+};
+
 Slide::Slide(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Slide::Slide(Slide&&) noexcept = default;
 Slide& Slide::operator=(Slide&&) noexcept = default;
 Slide::~Slide() = default;
-Slide Slide::open(const std::filesystem::path& p, const SlideOpenParams&) { throw Error(ErrorCode::file_not_found, p.string() + ": not implemented yet"); }
+
+Slide Slide::open(const fs::path& path, const SlideOpenParams& params) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw Error(ErrorCode::file_not_found, path.string() + ": no such file");
+  if (fs::is_directory(path, ec)) throw Error(ErrorCode::unsupported, path.string() + ": is a directory, not a slide");
+  if (!(params.mpp_override >= 0.0) || !std::isfinite(params.mpp_override))
+    throw Error(ErrorCode::invalid_argument, path.string() + ": mpp must be > 0, got " + std::to_string(params.mpp_override));
+
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+
+  if (const char* vendor = openslide_detect_vendor(path.c_str())) {
+    impl->vendor = vendor;
+    impl->osr = openslide_open(path.c_str());
+    if (!impl->osr)
+      throw Error(ErrorCode::unsupported, path.string() + ": OpenSlide recognises it (" + impl->vendor + ") but cannot open it");
+    if (const char* err = openslide_get_error(impl->osr)) {
+      // e.g. an unsupported compression in a TIFF: the file is a TIFF but not a slide we can decode.
+      throw Error(ErrorCode::unsupported, path.string() + ": cannot open as a slide: " + err);
+    }
+    const int32_t n = openslide_get_level_count(impl->osr);
+    impl->check_openslide("reading the level count");
+    if (n < 1) throw Error(ErrorCode::corrupt, path.string() + ": the slide has no levels");
+    for (int32_t i = 0; i < n; ++i) {
+      LevelInfo info;
+      openslide_get_level_dimensions(impl->osr, i, &info.width, &info.height);
+      info.downsample = openslide_get_level_downsample(impl->osr, i);
+      impl->check_openslide("reading the level dimensions");
+      if (info.width <= 0 || info.height <= 0 || !(info.downsample >= 1.0 - 1e-9))
+        throw Error(ErrorCode::corrupt, path.string() + ": level " + std::to_string(i) + " has invalid dimensions");
+      impl->levels.push_back(info);
+    }
+    const auto mx = parse_positive(openslide_get_property_value(impl->osr, OPENSLIDE_PROPERTY_NAME_MPP_X));
+    const auto my = parse_positive(openslide_get_property_value(impl->osr, OPENSLIDE_PROPERTY_NAME_MPP_Y));
+    if (mx || my) {
+      impl->mpp = 0.5 * (mx.value_or(*my) + my.value_or(*mx));
+      impl->mpp_source = "openslide";
+    } else if (impl->vendor == "generic-tiff") {
+      if ((impl->mpp = tiff_resolution_mpp(path))) impl->mpp_source = "tiff-resolution";
+    }
+  } else {
+    if (!is_plain_image_extension(path)) {
+      if (is_slide_extension(path))
+        throw Error(ErrorCode::corrupt, path.string() +
+                                            ": OpenSlide does not recognise this file although its extension names a "
+                                            "slide format; it is probably truncated or damaged");
+      throw Error(ErrorCode::unsupported,
+                  path.string() + ": not a slide or image format libgrade reads (OpenSlide formats, PNG, JPEG, TIFF)");
+    }
+    cv::Mat decoded;
+    try {
+      decoded = cv::imread(path.string(), cv::IMREAD_UNCHANGED);
+    } catch (const cv::Exception& e) {
+      throw Error(ErrorCode::corrupt, path.string() + ": cannot decode the image: " + e.what());
+    }
+    if (decoded.empty()) throw Error(ErrorCode::corrupt, path.string() + ": cannot decode the image (damaged or unsupported encoding)");
+    impl->backend = SlideBackend::plain_image;
+    impl->vendor = "image";
+    impl->image = to_rgb8(decoded, path);
+    impl->levels.push_back({impl->image.cols, impl->image.rows, 1.0});
+    const std::string ext = lower(path.extension().string());
+    if (ext == ".tif" || ext == ".tiff") {
+      if ((impl->mpp = tiff_resolution_mpp(path))) impl->mpp_source = "tiff-resolution";
+    }
+  }
+  if (params.mpp_override > 0.0) {
+    impl->mpp = params.mpp_override;
+    impl->mpp_source = "caller";
+  }
+  return Slide(std::move(impl));
+}
+
+const fs::path& Slide::path() const { return impl_->path; }
+SlideBackend Slide::backend() const { return impl_->backend; }
+std::string Slide::vendor() const { return impl_->vendor; }
+int Slide::level_count() const { return static_cast<int>(impl_->levels.size()); }
+
+LevelInfo Slide::level(int index) const {
+  if (index < 0 || index >= level_count())
+    throw Error(ErrorCode::out_of_bounds, impl_->path.string() + ": level " + std::to_string(index) +
+                                              " does not exist (the slide has " + std::to_string(level_count()) + ")");
+  return impl_->levels[static_cast<size_t>(index)];
+}
+
+std::optional<double> Slide::mpp() const { return impl_->mpp; }
+std::string Slide::mpp_source() const { return impl_->mpp_source; }
+
+double Slide::require_mpp() const {
+  if (!impl_->mpp)
+    throw Error(ErrorCode::missing_mpp, impl_->path.string() +
+                                            ": the slide does not record its resolution (microns per pixel); give it "
+                                            "with --mpp (e.g. --mpp 0.25 for a 40x scan)");
+  return *impl_->mpp;
+}
+
+std::optional<double> Slide::objective_power() const {
+  if (!impl_->osr) return std::nullopt;
+  return parse_positive(openslide_get_property_value(impl_->osr, OPENSLIDE_PROPERTY_NAME_OBJECTIVE_POWER));
+}
+
+std::map<std::string, std::string> Slide::properties() const {
+  std::map<std::string, std::string> out;
+  if (!impl_->osr) return out;
+  const char* const* names = openslide_get_property_names(impl_->osr);
+  impl_->check_openslide("reading the properties");
+  for (; names && *names; ++names) {
+    const char* v = openslide_get_property_value(impl_->osr, *names);
+    out[*names] = v ? v : "";
+  }
+  return out;
+}
+
+std::vector<std::string> Slide::associated_image_names() const {
+  std::vector<std::string> out;
+  if (!impl_->osr) return out;
+  const char* const* names = openslide_get_associated_image_names(impl_->osr);
+  impl_->check_openslide("listing the associated images");
+  for (; names && *names; ++names) out.emplace_back(*names);
+  return out;
+}
+
+cv::Mat Slide::read_associated_image(const std::string& name) const {
+  const auto names = associated_image_names();
+  if (std::find(names.begin(), names.end(), name) == names.end())
+    throw Error(ErrorCode::invalid_argument, impl_->path.string() + ": no associated image named '" + name + "'");
+  int64_t w = 0, h = 0;
+  openslide_get_associated_image_dimensions(impl_->osr, name.c_str(), &w, &h);
+  impl_->check_openslide("reading an associated image's size");
+  if (w <= 0 || h <= 0 || w * h > (int64_t{1} << 28))
+    throw Error(ErrorCode::corrupt, impl_->path.string() + ": associated image '" + name + "' has an invalid size");
+  std::vector<uint32_t> buf(static_cast<size_t>(w * h));
+  openslide_read_associated_image(impl_->osr, name.c_str(), buf.data());
+  impl_->check_openslide(("reading associated image '" + name + "'").c_str());
+  cv::Mat rgb(static_cast<int>(h), static_cast<int>(w), CV_8UC3);
+  argb_to_rgb(buf.data(), rgb);
+  return rgb;
+}
+
+ImageView Slide::read_region(const Rect64& region, int level_index) const {
+  const LevelInfo lv = level(level_index);
+  const LevelInfo l0 = impl_->levels.front();
+  if (region.width <= 0 || region.height <= 0 || region.x < 0 || region.y < 0 || region.x + region.width > l0.width ||
+      region.y + region.height > l0.height)
+    throw Error(ErrorCode::out_of_bounds, impl_->path.string() + ": region " + rect_str(region) +
+                                              " is empty or outside the slide (" + std::to_string(l0.width) + " x " +
+                                              std::to_string(l0.height) + ")");
+  const int64_t w = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(region.width / lv.downsample - 1e-9)));
+  const int64_t h = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(region.height / lv.downsample - 1e-9)));
+  if (w * h > (int64_t{1} << 30) || w > (1 << 30) || h > (1 << 30))
+    throw Error(ErrorCode::invalid_argument, impl_->path.string() + ": region " + rect_str(region) +
+                                                 " is too large to read at once; read it in tiles");
+  ImageView v;
+  v.x0 = region.x;
+  v.y0 = region.y;
+  v.downsample = lv.downsample;
+  v.mpp = impl_->mpp ? *impl_->mpp * lv.downsample : 0.0;
+  if (impl_->backend == SlideBackend::plain_image) {
+    v.rgb = impl_->image(cv::Rect(static_cast<int>(region.x), static_cast<int>(region.y), static_cast<int>(w),
+                                  static_cast<int>(h)))
+                .clone();
+    return v;
+  }
+  std::vector<uint32_t> buf(static_cast<size_t>(w * h));
+  openslide_read_region(impl_->osr, buf.data(), region.x, region.y, level_index, w, h);
+  impl_->check_openslide(("reading region " + rect_str(region) + " at level " + std::to_string(level_index)).c_str());
+  v.rgb.create(static_cast<int>(h), static_cast<int>(w), CV_8UC3);
+  argb_to_rgb(buf.data(), v.rgb);
+  return v;
+}
+
+int Slide::best_level_for_mpp(double target_mpp) const {
+  const double mpp0 = require_mpp();
+  int best = 0;
+  for (int i = 0; i < level_count(); ++i)
+    if (mpp0 * impl_->levels[static_cast<size_t>(i)].downsample <= target_mpp * (1.0 + 1e-6)) best = i;
+  return best;
+}
+
+ImageView Slide::read_region_at_mpp(const Rect64& region, double target_mpp) const {
+  const double mpp0 = require_mpp();
+  if (!(target_mpp > 0.0) || !std::isfinite(target_mpp))
+    throw Error(ErrorCode::invalid_argument, impl_->path.string() + ": target mpp must be > 0, got " + std::to_string(target_mpp));
+  if (target_mpp < mpp0 * (1.0 - kFinerTolerance))
+    throw Error(ErrorCode::invalid_argument,
+                impl_->path.string() + ": target resolution " + std::to_string(target_mpp) +
+                    " um/px is finer than the slide's level 0 (" + std::to_string(mpp0) + " um/px)");
+  const int li = best_level_for_mpp(target_mpp);
+  ImageView v = read_region(region, li);
+  const double scale_x = static_cast<double>(region.width) * mpp0 / target_mpp;
+  const double scale_y = static_cast<double>(region.height) * mpp0 / target_mpp;
+  const int w = std::max(1, static_cast<int>(std::lround(scale_x)));
+  const int h = std::max(1, static_cast<int>(std::lround(scale_y)));
+  if (w != v.rgb.cols || h != v.rgb.rows) {
+    cv::Mat out;
+    // Area resampling when shrinking (each output pixel averages the input pixels it covers); linear in the rare
+    // case of a small upsampling (target within kFinerTolerance of level 0).
+    const bool shrinking = w <= v.rgb.cols && h <= v.rgb.rows;
+    cv::resize(v.rgb, out, cv::Size(w, h), 0, 0, shrinking ? cv::INTER_AREA : cv::INTER_LINEAR);
+    v.rgb = out;
+  }
+  v.mpp = target_mpp;
+  v.downsample = target_mpp / mpp0;
+  return v;
+}
+
+ImageView Slide::read_thumbnail(double target_mpp, int64_t max_pixels) const {
+  const LevelInfo l0 = impl_->levels.front();
+  if (max_pixels < 1) max_pixels = 1;
+  double ds = (impl_->mpp && target_mpp > 0.0) ? target_mpp / *impl_->mpp : 1.0;
+  ds = std::max({ds, 1.0, std::sqrt(static_cast<double>(l0.width) * static_cast<double>(l0.height) /
+                                    static_cast<double>(max_pixels))});
+  const int out_w = std::max(1, static_cast<int>(std::lround(static_cast<double>(l0.width) / ds)));
+  const int out_h = std::max(1, static_cast<int>(std::lround(static_cast<double>(l0.height) / ds)));
+  int li = 0;
+  for (int i = 0; i < level_count(); ++i)
+    if (impl_->levels[static_cast<size_t>(i)].downsample <= ds * (1.0 + 1e-6)) li = i;
+  const LevelInfo lv = impl_->levels[static_cast<size_t>(li)];
+
+  // Read the chosen level in horizontal strips so memory stays bounded whatever the slide's size; each strip maps to
+  // a whole number of output rows so strips join without seams.
+  cv::Mat out(out_h, out_w, CV_8UC3);
+  const double row_l0 = static_cast<double>(l0.height) / out_h;  // level-0 rows per output row
+  const int rows_per_strip = std::max(1, static_cast<int>(4096.0 / std::max(1.0, row_l0 / lv.downsample)));
+  for (int r0 = 0; r0 < out_h; r0 += rows_per_strip) {
+    const int r1 = std::min(out_h, r0 + rows_per_strip);
+    const int64_t y0 = static_cast<int64_t>(std::floor(r0 * row_l0));
+    const int64_t y1 = std::min<int64_t>(l0.height, static_cast<int64_t>(std::ceil(r1 * row_l0)));
+    ImageView strip = read_region({0, y0, l0.width, std::max<int64_t>(1, y1 - y0)}, li);
+    cv::Mat dst = out.rowRange(r0, r1);
+    cv::resize(strip.rgb, dst, dst.size(), 0, 0, cv::INTER_AREA);
+  }
+  ImageView v;
+  v.rgb = out;
+  v.downsample = static_cast<double>(l0.width) / out_w;
+  v.mpp = impl_->mpp ? *impl_->mpp * v.downsample : 0.0;
+  return v;
+}
+
 }  // namespace grade

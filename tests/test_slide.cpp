@@ -120,7 +120,8 @@ TEST_CASE("TCGA frozen section: two levels, no mpp in the file") {
   // The caller's mpp makes it usable, and reads at a coarse mpp use level 1.
   const Slide t = Slide::open(p, {4.0});
   CHECK(t.mpp_source() == "caller");
-  CHECK(t.best_level_for_mpp(8.0) == 1);
+  CHECK(t.best_level_for_mpp(8.0) == 0);  // level 1 is 2.0005x: 8.002 um/px, just coarser than 8
+  CHECK(t.best_level_for_mpp(8.01) == 1);
   CHECK(t.best_level_for_mpp(6.0) == 0);
   const grade::ImageView v = t.read_region_at_mpp({0, 0, 400, 200}, 8.0);
   CHECK(v.rgb.cols == 200);

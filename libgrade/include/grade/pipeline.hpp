@@ -118,7 +118,7 @@ struct SlideReport {
   // parameters as used
   GradeParams params;                  // roi included
   std::optional<int> differentiation;  // resolved (score given, or from the subtype)
-  std::string differentiation_source;  // "score", "subtype", or "" when unknown
+  std::string differentiation_source;  // "pathologist", "subtype", or "" when unknown
   int threads_used = 1;
 
   StainEstimate stains;
@@ -150,8 +150,8 @@ struct SlideReport {
 
 // Grades one slide. Throws grade::Error: missing_mpp when neither the slide nor the caller gives the resolution,
 // invalid_argument for bad parameters (naming them), cancelled when *cancel becomes true (checked between tiles; no
-// partial result), and whatever the slide reader throws (corrupt, ...). A slide without tissue is not an error: the
-// report has zero tissue, a warning, and no grade beyond what the zero counts imply.
+// partial result), and whatever the slide reader throws (corrupt, ...). A slide (or ROI) without tissue is an
+// Error(invalid_argument) saying so: there is nothing to grade, and a grade computed from zero counts would mislead.
 SlideReport grade_slide(const Slide& slide, const GradeParams& params = {}, const ProgressCallback& progress = {},
                         const std::atomic<bool>* cancel = nullptr);
 

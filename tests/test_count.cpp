@@ -1,0 +1,215 @@
+// The mitotic count: window geometry, hand-placed detections, a brute-force reference, the Poisson interval, speed.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include <opencv2/imgproc.hpp>
+
+#include "grade/count.hpp"
+#include "grade/error.hpp"
+
+using namespace grade;
+
+namespace {
+
+MitoticCount brute_force(const std::vector<MitosisDetection>& dets, const cv::Mat& mask, double ds, std::int64_t x0,
+                         std::int64_t y0, double mpp0, const HpfParams& hpf) {
+  // Straight from the definition in count.hpp: every integer window position inside the region's bounding box.
+  const std::int64_t side = hpf_window_side_px(hpf, mpp0);
+  cv::Rect bb = cv::boundingRect(mask);
+  const std::int64_t bx = x0 + static_cast<std::int64_t>(std::floor(bb.x * ds));
+  const std::int64_t by = y0 + static_cast<std::int64_t>(std::floor(bb.y * ds));
+  const std::int64_t bw = x0 + static_cast<std::int64_t>(std::ceil((bb.x + bb.width) * ds)) - bx;
+  const std::int64_t bh = y0 + static_cast<std::int64_t>(std::ceil((bb.y + bb.height) * ds)) - by;
+  const std::int64_t w = std::min(side, bw), h = std::min(side, bh);
+  auto in_mask = [&](double x, double y) {
+    const double j = std::floor((x - x0) / ds), i = std::floor((y - y0) / ds);
+    return j >= 0 && i >= 0 && j < mask.cols && i < mask.rows && mask.at<uchar>(int(i), int(j)) != 0;
+  };
+  std::vector<MitosisDetection> in;
+  for (const auto& d : dets)
+    if (in_mask(d.x, d.y)) in.push_back(d);
+  MitoticCount best;
+  best.raw_count = -1;
+  for (int relaxed = 0; relaxed < 2 && best.raw_count < 0; ++relaxed)
+    for (std::int64_t y = by; y <= by + bh - h; ++y)
+      for (std::int64_t x = bx; x <= bx + bw - w; ++x) {
+        if (!relaxed && !in_mask(x + 0.5 * w, y + 0.5 * h)) continue;
+        int c = 0;
+        for (const auto& d : in)
+          if (d.x >= x && d.x < x + w && d.y >= y && d.y < y + h) ++c;
+        if (c > best.raw_count) {
+          best.raw_count = c;
+          best.window = {x, y, w, h};
+        }
+      }
+  best.total_detected = static_cast<int>(in.size());
+  return best;
+}
+
+}  // namespace
+
+TEST_CASE("HPF geometry") {
+  const HpfParams def;
+  CHECK(def.hpf_area_mm2 == doctest::Approx(0.1734));
+  CHECK(def.fields == 10);
+  // 10 x 0.1734 mm^2 = 1.734 mm^2: side 1.31681 mm = 5267 px at 0.25 um/px.
+  CHECK(hpf_window_side_px(def, 0.25) == 5267);
+  CHECK(hpf_window_side_px(def, 0.5) == 2634);
+  // A 22 mm field number with a 40x objective: diameter 0.55 mm, 0.2376 mm^2.
+  const auto p = HpfParams::from_field_diameter_mm(0.55);
+  CHECK(p.hpf_area_mm2 == doctest::Approx(0.237583).epsilon(1e-5));
+  CHECK(p.fields == 10);
+  // FNCLCC's own 0.1734 mm^2 corresponds to a field diameter of 0.4699 mm.
+  CHECK(HpfParams::from_field_diameter_mm(0.46988).hpf_area_mm2 == doctest::Approx(0.1734).epsilon(1e-4));
+  CHECK(HpfParams::from_field_diameter_mm(0.5, 5).fields == 5);
+  CHECK_THROWS_AS(HpfParams::from_field_diameter_mm(0.0), Error);
+  CHECK_THROWS_AS(HpfParams::from_field_diameter_mm(0.5, 0), Error);
+  CHECK_THROWS_AS(hpf_window_side_px(def, 0.0), Error);
+}
+
+TEST_CASE("exact Poisson 95% interval (Garwood)") {
+  double lo = 0, hi = 0;
+  poisson_ci95(0, lo, hi);
+  CHECK(lo == 0.0);
+  CHECK(hi == doctest::Approx(3.689).epsilon(1e-3));
+  poisson_ci95(1, lo, hi);
+  CHECK(lo == doctest::Approx(0.0253).epsilon(1e-2));
+  CHECK(hi == doctest::Approx(5.572).epsilon(1e-3));
+  poisson_ci95(10, lo, hi);
+  CHECK(lo == doctest::Approx(4.795).epsilon(1e-3));
+  CHECK(hi == doctest::Approx(18.39).epsilon(1e-3));
+  poisson_ci95(20, lo, hi);
+  CHECK(lo == doctest::Approx(12.22).epsilon(1e-3));
+  CHECK(hi == doctest::Approx(30.89).epsilon(1e-3));
+  CHECK_THROWS_AS(poisson_ci95(-1, lo, hi), Error);
+}
+
+TEST_CASE("hand-placed detections on a large region") {
+  // 0.25 um/px: window side 5267 px. Region: 20000 x 12000 px as a 200 x 120 mask at ds = 100.
+  cv::Mat mask(120, 200, CV_8U, cv::Scalar(255));
+  std::vector<MitosisDetection> d;
+  // A cluster of 12 inside a 3000-px square near (14000, 6000); 3 scattered elsewhere.
+  for (int k = 0; k < 12; ++k) d.push_back({14000.0 + 250 * k, 6000.0 + 200 * k, 0.9});
+  d.push_back({1000, 1000, 0.9});
+  d.push_back({5000, 11000, 0.9});
+  d.push_back({19000, 500, 0.9});
+  const auto r = count_mitoses(d, mask, 100.0, 0, 0, 0.25);
+  CHECK(r.count == 12);
+  CHECK(r.raw_count == 12);
+  CHECK(!r.scaled);
+  CHECK(r.score == 2);
+  CHECK(r.total_detected == 15);
+  CHECK(r.window.width == 5267);
+  CHECK(r.window.height == 5267);
+  CHECK(r.window_area_mm2 == doctest::Approx(1.734).epsilon(1e-3));
+  CHECK(r.per_mm2 == doctest::Approx(12 / r.window_area_mm2));
+  CHECK(r.region_area_mm2 == doctest::Approx(20000.0 * 12000.0 * 0.0625e-6));
+  CHECK(r.ci95_low == doctest::Approx(6.2006).epsilon(1e-3));
+  CHECK(r.ci95_high == doctest::Approx(20.96).epsilon(1e-3));
+  // Ties go to the smallest y, then x: the lowest window holding all 12 ends just below the last one (y = 8200).
+  CHECK(r.window.y == 8200 - 5267 + 1);
+  CHECK(r.window.x == std::max<std::int64_t>(0, 14000 + 250 * 11 - 5267 + 1));
+  // Detections outside the region are ignored.
+  cv::Mat half = mask.clone();
+  half.colRange(100, 200).setTo(0);
+  const auto r2 = count_mitoses(d, half, 100.0, 0, 0, 0.25);
+  CHECK(r2.total_detected == 2);
+  CHECK(r2.count <= 2);
+}
+
+TEST_CASE("region smaller than the window: bounding box, scaled count") {
+  // 2000 x 1000 px at 0.25 um/px = 0.125 mm^2, against 1.734 mm^2: scale 13.87.
+  cv::Mat mask(10, 20, CV_8U, cv::Scalar(1));
+  std::vector<MitosisDetection> d{{100, 100, 1}, {1500, 900, 1}};
+  const auto r = count_mitoses(d, mask, 100.0, 3000, 4000, 0.25);  // origin offset: detections fall outside
+  CHECK(r.total_detected == 0);
+  CHECK(r.window == Rect64{3000, 4000, 2000, 1000});
+  std::vector<MitosisDetection> d2{{3100, 4100, 1}, {4500, 4900, 1}};
+  const auto r2 = count_mitoses(d2, mask, 100.0, 3000, 4000, 0.25);
+  CHECK(r2.raw_count == 2);
+  CHECK(r2.scaled);
+  CHECK(r2.scale == doctest::Approx(5267.0 * 5267.0 / 2e6));
+  CHECK(r2.count == static_cast<int>(std::llround(2 * r2.scale)));
+  CHECK(r2.count == 28);
+  CHECK(r2.score == 3);
+  CHECK(r2.ci95_high == doctest::Approx(7.2247 * r2.scale).epsilon(1e-3));
+}
+
+TEST_CASE("empty region and bad arguments") {
+  cv::Mat mask(10, 10, CV_8U, cv::Scalar(0));
+  const auto r = count_mitoses({{5, 5, 1}}, mask, 10.0, 0, 0, 0.25);
+  CHECK(r.count == 0);
+  CHECK(r.window.width == 0);
+  CHECK(r.region_area_mm2 == 0.0);
+  CHECK_THROWS_AS(count_mitoses({}, cv::Mat(), 1.0, 0, 0, 0.25), Error);
+  CHECK_THROWS_AS(count_mitoses({}, cv::Mat(4, 4, CV_32F), 1.0, 0, 0, 0.25), Error);
+  CHECK_THROWS_AS(count_mitoses({}, mask, 0.0, 0, 0, 0.25), Error);
+  CHECK_THROWS_AS(count_mitoses({}, mask, 1.0, 0, 0, -1.0), Error);
+  HpfParams bad;
+  bad.hpf_area_mm2 = 0;
+  CHECK_THROWS_AS(count_mitoses({}, mask, 1.0, 0, 0, 0.25, bad), Error);
+}
+
+TEST_CASE("matches a brute-force reference on random sets") {
+  // Coarse mpp so the window is small (side 13 px at 100 um/px) and brute force is cheap.
+  std::mt19937 rng(1234);
+  for (int trial = 0; trial < 300; ++trial) {
+    CAPTURE(trial);
+    const double mpp0 = std::uniform_real_distribution<double>(60.0, 160.0)(rng);
+    const int mw = std::uniform_int_distribution<int>(2, 14)(rng), mh = std::uniform_int_distribution<int>(2, 14)(rng);
+    const double ds = std::uniform_int_distribution<int>(0, 1)(rng) ? 4.0 : 2.5;
+    const std::int64_t x0 = std::uniform_int_distribution<int>(0, 30)(rng), y0 = std::uniform_int_distribution<int>(0, 30)(rng);
+    cv::Mat mask(mh, mw, CV_8U);
+    const double density = std::uniform_real_distribution<double>(0.05, 1.0)(rng);
+    for (int i = 0; i < mh; ++i)
+      for (int j = 0; j < mw; ++j) mask.at<uchar>(i, j) = std::bernoulli_distribution(density)(rng) ? 1 : 0;
+    if (cv::countNonZero(mask) == 0) mask.at<uchar>(0, 0) = 1;
+    std::vector<MitosisDetection> d;
+    const int n = std::uniform_int_distribution<int>(0, 60)(rng);
+    for (int k = 0; k < n; ++k) {
+      // Some on integer coordinates (edges), some clustered.
+      double x = std::uniform_real_distribution<double>(x0 - 3.0, x0 + mw * ds + 3.0)(rng);
+      double y = std::uniform_real_distribution<double>(y0 - 3.0, y0 + mh * ds + 3.0)(rng);
+      if (k % 3 == 0) {
+        x = std::round(x);
+        y = std::round(y);
+      }
+      d.push_back({x, y, 0.8});
+    }
+    const HpfParams hpf;
+    const auto fast = count_mitoses(d, mask, ds, x0, y0, mpp0, hpf);
+    const auto ref = brute_force(d, mask, ds, x0, y0, mpp0, hpf);
+    CHECK(fast.raw_count == ref.raw_count);
+    CHECK(fast.window == ref.window);
+    CHECK(fast.total_detected == ref.total_detected);
+  }
+}
+
+TEST_CASE("independent of detection order; fast on 1e5 detections") {
+  std::mt19937 rng(7);
+  // A 60000 x 50000 px slide at 0.25 um/px (15 x 12.5 mm), elliptic tumour mask at ds = 32.
+  cv::Mat mask(1563, 1875, CV_8U, cv::Scalar(0));
+  cv::ellipse(mask, cv::Point(937, 781), cv::Size(850, 700), 0, 0, 360, cv::Scalar(255), -1);
+  std::vector<MitosisDetection> d;
+  std::uniform_real_distribution<double> ux(0, 60000), uy(0, 50000);
+  for (int k = 0; k < 100000; ++k) d.push_back({ux(rng), uy(rng), 0.7});
+  for (int k = 0; k < 300; ++k)  // a hotspot
+    d.push_back({std::normal_distribution<double>(20000, 1500)(rng), std::normal_distribution<double>(30000, 1500)(rng), 0.9});
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto a = count_mitoses(d, mask, 32.0, 0, 0, 0.25);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  MESSAGE("1e5 detections: " << seconds << " s, count " << a.count << " at (" << a.window.x << ", " << a.window.y << ")");
+  CHECK(seconds < 2.0);
+  std::shuffle(d.begin(), d.end(), rng);
+  const auto b = count_mitoses(d, mask, 32.0, 0, 0, 0.25);
+  CHECK(a.count == b.count);
+  CHECK(a.window == b.window);
+  // The best window holds the 300-figure cluster (plus ~900 background detections per window area).
+  CHECK(a.window.x < 20000);
+  CHECK(a.window.x + a.window.width > 20000);
+  CHECK(a.window.y < 30000);
+  CHECK(a.window.y + a.window.height > 30000);
+}

@@ -33,7 +33,7 @@ std::string detections_geojson(const SlideReport& report);
 cv::Mat render_overlay(const SlideReport& report);
 // hotspot.png: the hotspot window read from the slide at about `target_mpp` (coarser when the window would exceed
 // max_side_px), every counted mitosis circled and numbered in (y, x) order. RGB CV_8UC3. Empty when there is no window.
-cv::Mat render_hotspot(const Slide& slide, const SlideReport& report, double target_mpp = 1.0,
+cv::Mat render_hotspot(const Slide& slide, const SlideReport& report, double target_mpp = 0.5,
                        int max_side_px = 4096);
 
 // Writes one file atomically (temporary name in the same folder, then rename). Throws Error(io) naming the path.

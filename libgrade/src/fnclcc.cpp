@@ -262,7 +262,10 @@ FnclccResult fnclcc_grade(const FnclccInput& in) {
   r.complete = r.differentiation.has_value();
   if (!r.complete) {
     std::string list;
-    for (int g : r.possible_grades) list += (list.empty() ? "G" : " or G") + std::to_string(g);
+    for (int g : r.possible_grades) {
+      list += list.empty() ? "G" : " or G";
+      list += std::to_string(g);
+    }
     if (r.grade)
       r.notes.push_back("differentiation not given: every differentiation score gives G" + std::to_string(*r.grade));
     else

@@ -1,0 +1,160 @@
+// End to end on grade-synth slides (made here, in a temporary folder): G1, G2 and G3 slides graded exactly against
+// the synthetic truth; a borderline slide flagged; a plain image with --mpp; the same report for 1 and 2 threads;
+// truncated and unopenable slides giving their errors. Slides are small (2 x 2 mm) to keep the program within minutes.
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "grade/fnclcc.hpp"
+#include "grade/slide.hpp"
+#include "test_support.hpp"
+
+namespace fs = std::filesystem;
+using grade::test::quote;
+using grade::test::run;
+using grade::test::TempDir;
+using nlohmann::json;
+
+namespace {
+
+constexpr int kSide = 8000;  // px at 0.25 um/px = 2 mm: larger than the 1.32 mm 10-HPF window
+
+json read_json(const fs::path& p) {
+  std::ifstream in(p);
+  REQUIRE_MESSAGE(in.good(), p.string());
+  return json::parse(in);
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+struct Synth {
+  fs::path slide, truth;
+};
+
+Synth synth(const TempDir& dir, const std::string& name, const std::string& args) {
+  Synth s{dir / (name + ".tiff"), dir / (name + ".json")};
+  const auto r = run(quote(grade::test::tool("grade-synth").string()) + " --quiet --out " + quote(s.slide.string()) +
+                     " --truth " + quote(s.truth.string()) + " --width " + std::to_string(kSide) + " --height " +
+                     std::to_string(kSide) + " " + args);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  return s;
+}
+
+json grade_slide(const fs::path& slide, const fs::path& out, const std::string& args) {
+  const auto r = run(quote(grade::test::tool("grade-slide").string()) + " " + quote(slide.string()) +
+                     " --quiet --out " + quote(out.string()) + " " + args);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  MESSAGE(r.output);
+  return read_json(out / "report.json");
+}
+
+// The grade the truth implies with the pathologist's differentiation score.
+int truth_grade(const json& truth, int differentiation) {
+  return grade::grade_from_total(differentiation + truth["mitosis_score"].get<int>() +
+                                 truth["necrosis_score"].get<int>());
+}
+
+void check_graded_exactly(const json& rep, const json& truth, int differentiation, int expected_grade) {
+  // The synthetic slide really is of the intended grade (so the test covers it) ...
+  REQUIRE(truth_grade(truth, differentiation) == expected_grade);
+  // ... and the tool finds the same components and grade.
+  CHECK(rep["fnclcc"]["mitosis_score"] == truth["mitosis_score"]);
+  CHECK(rep["fnclcc"]["necrosis_score"] == truth["necrosis_score"]);
+  CHECK(rep["fnclcc"]["grade"] == expected_grade);
+  CHECK(rep["fnclcc"]["complete"] == true);
+  MESSAGE("count " << rep["mitoses"]["per_10hpf"] << " (truth " << truth["hotspot"]["count"] << "), necrosis "
+                   << rep["necrosis"]["percent"] << " % (truth " << truth["necrosis_percent"] << ")");
+}
+
+}  // namespace
+
+TEST_CASE("e2e: G1, G2 and G3 slides are graded exactly") {
+  TempDir dir("grade-e2e");
+  SUBCASE("G1: few mitoses, no necrosis, differentiation 1") {
+    const Synth s = synth(dir, "g1", "--seed 11 --hotspot-mitoses-per-10hpf 2 --background-mitoses-per-10hpf 0.5 "
+                                     "--necrosis-percent 0");
+    check_graded_exactly(grade_slide(s.slide, dir / "g1", "-d 1 --threads 2"), read_json(s.truth), 1, 1);
+  }
+  SUBCASE("G2: moderate mitoses, some necrosis, differentiation 2") {
+    const Synth s = synth(dir, "g2", "--seed 12 --hotspot-mitoses-per-10hpf 22 --background-mitoses-per-10hpf 2 "
+                                     "--necrosis-percent 20");
+    check_graded_exactly(grade_slide(s.slide, dir / "g2", "-d 2 --threads 2"), read_json(s.truth), 2, 2);
+  }
+  SUBCASE("G3: many mitoses, extensive necrosis, differentiation 3") {
+    const Synth s = synth(dir, "g3", "--seed 13 --hotspot-mitoses-per-10hpf 60 --background-mitoses-per-10hpf 8 "
+                                     "--necrosis-percent 60");
+    check_graded_exactly(grade_slide(s.slide, dir / "g3", "--subtype 'pleomorphic leiomyosarcoma' --threads 2"),
+                         read_json(s.truth), 3, 3);
+  }
+}
+
+TEST_CASE("e2e: a borderline slide is flagged; 1 and 2 threads give the same report") {
+  TempDir dir("grade-e2e");
+  // Necrosis near 50 % and a count near 10: both are where grades flip.
+  const Synth s = synth(dir, "border", "--seed 21 --hotspot-mitoses-per-10hpf 14 --necrosis-percent 48");
+  const json r1 = grade_slide(s.slide, dir / "t1", "-d 2 --threads 1");
+  const json r2 = grade_slide(s.slide, dir / "t2", "-d 2 --threads 2");
+  CHECK(r1["fnclcc"]["borderline"]["any"] == true);
+  json a = r1, b = r2;
+  for (json* j : {&a, &b}) {
+    j->erase("timings");
+    j->erase("run");
+  }
+  CHECK(a == b);
+  CHECK(slurp(dir / "t1" / "detections.geojson") == slurp(dir / "t2" / "detections.geojson"));
+}
+
+TEST_CASE("e2e: a plain image with --mpp") {
+  TempDir dir("grade-e2e");
+  const Synth s = synth(dir, "plain", "--seed 31 --hotspot-mitoses-per-10hpf 30 --necrosis-percent 10");
+  // The level-0 pixels of the synthetic slide, saved as a PNG (which carries no resolution).
+  const grade::Slide slide = grade::Slide::open(s.slide);
+  const grade::ImageView v = slide.read_region(grade::Rect64{0, 0, kSide, kSide}, 0);
+  cv::Mat bgr;
+  cv::cvtColor(v.rgb, bgr, cv::COLOR_RGB2BGR);
+  const fs::path png = dir / "plain.png";
+  REQUIRE(cv::imwrite(png.string(), bgr));
+  const auto no_mpp = run(quote(grade::test::tool("grade-slide").string()) + " " + quote(png.string()) +
+                          " --quiet --out " + quote((dir / "x").string()));
+  CHECK(no_mpp.exit_code == 1);
+  CHECK(no_mpp.output.find("--mpp") != std::string::npos);
+
+  const json rep = grade_slide(png, dir / "png", "-d 2 --mpp 0.25 --threads 2");
+  const json tif = grade_slide(s.slide, dir / "tif", "-d 2 --threads 2");
+  CHECK(rep["slide"]["mpp_source"] == "caller");
+  // Same pixels, same resolution: the same grade as the TIFF (the thumbnails differ slightly: pyramid vs resize).
+  CHECK(rep["fnclcc"]["grade"] == tif["fnclcc"]["grade"]);
+  CHECK(rep["fnclcc"]["mitosis_score"] == read_json(s.truth)["mitosis_score"]);
+}
+
+TEST_CASE("e2e: truncated and unopenable slides give their errors") {
+  TempDir dir("grade-e2e");
+  const Synth s = synth(dir, "whole", "--seed 41");
+  const std::string bytes = slurp(s.slide);
+  const fs::path cut = dir / "truncated.tiff";
+  std::ofstream(cut, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 3));
+  auto r = run(quote(grade::test::tool("grade-slide").string()) + " " + quote(cut.string()) + " --quiet --out " +
+               quote((dir / "cut").string()));
+  CHECK(r.exit_code == 1);
+  CHECK(r.output.find("truncated.tiff") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "cut" / "report.json"));
+
+  const fs::path junk = dir / "junk.svs";
+  std::ofstream(junk, std::ios::binary) << std::string(4096, '\x42');
+  r = run(quote(grade::test::tool("grade-slide").string()) + " " + quote(junk.string()) + " --quiet --out " +
+          quote((dir / "junk").string()));
+  CHECK(r.exit_code == 1);
+  CHECK(r.output.find("junk.svs") != std::string::npos);
+}

@@ -1,0 +1,89 @@
+// Quality of the necrosis map on ../shared/data/necrosis/osteosarcoma, cross-validated leave-one-case-out (each tile
+// is predicted by a model trained without its case), scored as ../shared/eval/eval_necrosis.py does.
+//
+//   bench_necrosis_quality [--data DIR] [--mpp 1.0] [--l2 X] [--csv OUT.csv] [--write-model libgrade/models/necrosis.yml]
+//
+// --csv writes the out-of-fold predictions (image,necrotic_fraction) for eval_necrosis.py; --write-model trains on
+// all tiles and writes the model the library embeds (this is the training command).
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "necrosis_eval.hpp"
+
+using namespace grade;
+using namespace grade::detail;
+
+int main(int argc, char** argv) {
+  std::string data = std::string(GRADE_SHARED_DATA) + "/necrosis/osteosarcoma";
+  std::string csv, model_out, maps;
+  double mpp = 1.0;
+  NecrosisTrainParams tp;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << a << " needs a value\n";
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--data") data = next();
+    else if (a == "--csv") csv = next();
+    else if (a == "--write-model") model_out = next();
+    else if (a == "--maps") maps = next();
+    else if (a == "--mpp") mpp = std::stod(next());
+    else if (a == "--l2") tp.l2 = std::stod(next());
+    else {
+      std::cerr << "usage: bench_necrosis_quality [--data DIR] [--mpp X] [--l2 X] [--csv OUT] [--write-model OUT]\n";
+      return 2;
+    }
+  }
+  try {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto tiles = load_necrosis_tiles(data, mpp);
+    const auto res = cross_validate_necrosis(tiles, tp, {}, maps);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("%-62s %6s %6s %8s\n", "tile (leave-one-case-out)", "case", "truth", "fraction");
+    for (const auto& r : res)
+      std::printf("%-62s %6s %6d %8.3f%s\n", r.stem.c_str(), r.group.c_str(), int(r.necrotic), r.fraction,
+                  (r.fraction >= 0.5) != r.necrotic ? "  WRONG" : "");
+    const auto s = score_necrosis_tiles(res);
+    std::printf("necrosis LOCO-CV: tiles=%d necrotic=%d acc=%.4f sens=%.4f spec=%.4f AUC=%.4f mosaicMAE=%.2f pp "
+                "(constant prior: %.2f pp) [%.1f s]\n",
+                s.tiles, s.necrotic, s.accuracy, s.sensitivity, s.specificity, s.auc, s.mosaic_mae_pp,
+                s.mosaic_prior_mae_pp, secs);
+    if (!csv.empty()) {
+      std::ofstream f(csv);
+      f << "image,necrotic_fraction\n";
+      for (const auto& r : res) f << r.stem << "," << r.fraction << "\n";
+    }
+    // Resubstitution (trained and scored on all tiles), for reference only: the gap to the CV numbers is overfitting.
+    std::vector<NecrosisTrainingTile> all;
+    for (const auto& t : tiles) all.push_back({t.features, t.necrotic});
+    NecrosisModel m = train_necrosis_model(all, tp);
+    std::vector<NecrosisTileResult> in;
+    for (const auto& t : tiles) in.push_back({t.stem, t.group, t.necrotic, map_necrosis_with(t.view, {}, m).necrotic_fraction});
+    const auto si = score_necrosis_tiles(in);
+    std::printf("necrosis resubstitution: acc=%.4f AUC=%.4f mosaicMAE=%.2f pp\n", si.accuracy, si.auc, si.mosaic_mae_pp);
+    const auto names = necrosis_feature_names();
+    for (size_t k = 0; k < names.size(); ++k)
+      std::printf("  w[%-24s] = %+.3f (mean %.3f, sd %.3f)\n", names[k].c_str(), m.weights[k], m.mean[k], m.scale[k]);
+    std::printf("  bias = %+.3f\n", m.bias);
+    if (!model_out.empty()) {
+      m.provenance = "logistic regression (IRLS, l2=" + std::to_string(tp.l2) + ") on all " +
+                     std::to_string(tiles.size()) +
+                     " tiles of ../shared/data/necrosis/osteosarcoma (Leavey et al., TCIA 2019, CC BY 3.0) at mpp " +
+                     std::to_string(mpp) + "; command: bench_necrosis_quality --write-model " + model_out;
+      write_necrosis_model(m, model_out);
+      std::printf("wrote %s\n", model_out.c_str());
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "bench_necrosis_quality: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

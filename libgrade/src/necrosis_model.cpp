@@ -1,0 +1,320 @@
+// Necrosis features, the logistic model and its training (see necrosis.hpp for the method, necrosis_model.hpp for
+// why training lives in the library).
+#include "necrosis_model.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <string>
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "grade/error.hpp"
+#include "models.hpp"
+
+GRADE_DECLARE_MODEL(necrosis)
+
+namespace grade::detail {
+
+namespace {
+
+// Thresholds on optical density, -ln((I + 1) / 256) per channel as in grade::deconvolve. Glass is brighter than ~235
+// in every channel (OD sum < 0.25); pale necrotic eosin is still above that.
+constexpr float tissue_od_sum = 0.25f;
+// A pixel whose haematoxylin density exceeds its ~14 um surroundings by this much is counted as crisp nuclear
+// chromatin. A plain threshold on H is not used: cartilage matrix is as haematoxylin-dense as nuclei.
+constexpr float crisp_h_od = 0.45f;
+// Neighbourhoods over which cell sums are pooled, in cells (16 um): ~48 um and ~208 um.
+constexpr std::array<int, 2> scales_cells = {3, 13};
+constexpr int per_scale = 7;
+constexpr float log_eps = 0.01f;
+
+enum Acc { acc_pixels, acc_tissue, acc_h, acc_e, acc_e2, acc_grad, acc_crisp, acc_sat, acc_count };
+
+const std::array<float, 256>& lut() {
+  static const std::array<float, 256> t = [] {
+    std::array<float, 256> a{};
+    for (int i = 0; i < 256; ++i) a[static_cast<size_t>(i)] = static_cast<float>(-std::log((i + 1.0) / 256.0));
+    return a;
+  }();
+  return t;
+}
+
+// Rows of the pseudo-inverse of the 2x3 stain matrix: density_k = rows[k] . od.
+std::array<std::array<float, 3>, 2> unmix(const StainVectors& s) {
+  const std::array<double, 3>& h = s.hematoxylin;
+  const std::array<double, 3>& e = s.eosin;
+  const double hh = h[0] * h[0] + h[1] * h[1] + h[2] * h[2];
+  const double ee = e[0] * e[0] + e[1] * e[1] + e[2] * e[2];
+  const double he = h[0] * e[0] + h[1] * e[1] + h[2] * e[2];
+  const double det = hh * ee - he * he;
+  if (!(std::abs(det) > 1e-9))
+    throw Error(ErrorCode::invalid_argument, "necrosis: the haematoxylin and eosin stain vectors are parallel or zero");
+  std::array<std::array<float, 3>, 2> r{};
+  for (int c = 0; c < 3; ++c) {
+    r[0][static_cast<size_t>(c)] = static_cast<float>((ee * h[static_cast<size_t>(c)] - he * e[static_cast<size_t>(c)]) / det);
+    r[1][static_cast<size_t>(c)] = static_cast<float>((hh * e[static_cast<size_t>(c)] - he * h[static_cast<size_t>(c)]) / det);
+  }
+  return r;
+}
+
+// Sum of `integral` (CV_64F, (gh+1) x (gw+1)) over the window of side k centred on cell (i, j), clipped to the grid.
+inline double window_sum(const cv::Mat& integral, int i, int j, int k, int gh, int gw) {
+  const int r = k / 2;
+  const int i0 = std::max(0, i - r), i1 = std::min(gh, i + r + 1);
+  const int j0 = std::max(0, j - r), j1 = std::min(gw, j + r + 1);
+  return integral.at<double>(i1, j1) - integral.at<double>(i0, j1) - integral.at<double>(i1, j0) +
+         integral.at<double>(i0, j0);
+}
+
+}  // namespace
+
+int necrosis_feature_count() { return static_cast<int>(scales_cells.size()) * per_scale; }
+
+std::vector<std::string> necrosis_feature_names() {
+  std::vector<std::string> n;
+  for (int k : scales_cells) {
+    const std::string s = "@" + std::to_string(k * static_cast<int>(necrosis_cell_um)) + "um";
+    for (const char* f : {"tissue_fraction", "log_mean_h", "log_mean_e", "log_sd_e", "log_grad", "crisp_nuclear_fraction", "saturation"})
+      n.push_back(f + s);
+  }
+  return n;
+}
+
+NecrosisFeatures necrosis_features(const cv::Mat& rgb, double mpp, const StainVectors& stains, cv::Mat* tissue) {
+  CV_Assert(rgb.type() == CV_8UC3 && mpp > 0.0);
+  NecrosisFeatures out;
+  out.cell_px = std::max(1, static_cast<int>(std::lround(necrosis_cell_um / mpp)));
+  const int c = out.cell_px;
+  const int h = rgb.rows, w = rgb.cols;
+  const int gh = (h + c - 1) / c, gw = (w + c - 1) / c;
+  const auto& od = lut();
+  const auto m = unmix(stains);
+
+  // Pixel maps: OD sum, haematoxylin and eosin densities, saturation.
+  cv::Mat sum_od(h, w, CV_32F), hmap(h, w, CV_32F), emap(h, w, CV_32F), sat(h, w, CV_32F);
+  for (int y = 0; y < h; ++y) {
+    const unsigned char* p = rgb.ptr<unsigned char>(y);
+    float* sp = sum_od.ptr<float>(y);
+    float* hp = hmap.ptr<float>(y);
+    float* ep = emap.ptr<float>(y);
+    float* qp = sat.ptr<float>(y);
+    for (int x = 0; x < w; ++x) {
+      const float r = od[p[3 * x]], g = od[p[3 * x + 1]], b = od[p[3 * x + 2]];
+      sp[x] = r + g + b;
+      hp[x] = std::max(0.0f, m[0][0] * r + m[0][1] * g + m[0][2] * b);
+      ep[x] = std::max(0.0f, m[1][0] * r + m[1][1] * g + m[1][2] * b);
+      const int mx = std::max({p[3 * x], p[3 * x + 1], p[3 * x + 2]});
+      const int mn = std::min({p[3 * x], p[3 * x + 1], p[3 * x + 2]});
+      qp[x] = mx > 0 ? static_cast<float>(mx - mn) / static_cast<float>(mx) : 0.0f;
+    }
+  }
+  // Local haematoxylin background (~14 um): a crisp nucleus stands out of it; cartilage matrix and ghost cells do not.
+  // Tissue: OD sum smoothed over ~6 um above the glass level, so pale tissue is not riddled with one-pixel holes.
+  cv::Mat sum_smooth;
+  const int ks = std::max(1, static_cast<int>(std::lround(6.0 / mpp)) | 1);
+  cv::boxFilter(sum_od, sum_smooth, CV_32F, cv::Size(ks, ks), cv::Point(-1, -1), true, cv::BORDER_REFLECT);
+  cv::Mat hbg;
+  const int kb = std::max(3, static_cast<int>(std::lround(14.0 / mpp)) | 1);
+  cv::boxFilter(hmap, hbg, CV_32F, cv::Size(kb, kb), cv::Point(-1, -1), true, cv::BORDER_REFLECT);
+
+  std::vector<double> acc(static_cast<size_t>(gh) * static_cast<size_t>(gw) * acc_count, 0.0);
+  if (tissue) tissue->create(h, w, CV_8U);
+  std::vector<float> row_acc(static_cast<size_t>(gw) * acc_count);
+  for (int y = 0; y < h; ++y) {
+    const float* sp = sum_od.ptr<float>(y);
+    const float* sprev = sum_od.ptr<float>(std::max(0, y - 1));
+    const float* hp = hmap.ptr<float>(y);
+    const float* ep = emap.ptr<float>(y);
+    const float* qp = sat.ptr<float>(y);
+    const float* bp = hbg.ptr<float>(y);
+    const float* tsp = sum_smooth.ptr<float>(y);
+    unsigned char* tp = tissue ? tissue->ptr<unsigned char>(y) : nullptr;
+    std::fill(row_acc.begin(), row_acc.end(), 0.0f);
+    for (int x = 0; x < w; ++x) {
+      float* a = &row_acc[static_cast<size_t>(x / c) * acc_count];
+      a[acc_pixels] += 1.0f;
+      const float s = sp[x];
+      const bool t = tsp[x] > tissue_od_sum;
+      if (tp) tp[x] = t ? 255 : 0;
+      if (!t) continue;
+      // Pixel-scale texture: OD differences to the left and upper neighbours.
+      const float grad = (x > 0 ? std::abs(s - sp[x - 1]) : 0.0f) + (y > 0 ? std::abs(s - sprev[x]) : 0.0f);
+      a[acc_tissue] += 1.0f;
+      a[acc_h] += hp[x];
+      a[acc_e] += ep[x];
+      a[acc_e2] += ep[x] * ep[x];
+      a[acc_crisp] += hp[x] - bp[x] > crisp_h_od ? 1.0f : 0.0f;
+      a[acc_grad] += grad;
+      a[acc_sat] += qp[x];
+    }
+    double* dst = &acc[static_cast<size_t>(y / c) * static_cast<size_t>(gw) * acc_count];
+    for (size_t i = 0; i < row_acc.size(); ++i) dst[i] += row_acc[i];
+  }
+
+  out.cell_tissue.create(gh, gw, CV_32F);
+  for (int i = 0; i < gh; ++i)
+    for (int j = 0; j < gw; ++j) {
+      const double* a = &acc[(static_cast<size_t>(i) * static_cast<size_t>(gw) + static_cast<size_t>(j)) * acc_count];
+      out.cell_tissue.at<float>(i, j) = static_cast<float>(a[acc_tissue] / std::max(1.0, a[acc_pixels]));
+    }
+
+  // Integral images of each accumulator over the cell grid, for the neighbourhood sums.
+  std::array<cv::Mat, acc_count> integ;
+  for (int k = 0; k < acc_count; ++k) {
+    cv::Mat grid(gh, gw, CV_64F);
+    for (int i = 0; i < gh; ++i)
+      for (int j = 0; j < gw; ++j)
+        grid.at<double>(i, j) = acc[(static_cast<size_t>(i) * static_cast<size_t>(gw) + static_cast<size_t>(j)) * acc_count +
+                                    static_cast<size_t>(k)];
+    cv::integral(grid, integ[static_cast<size_t>(k)], CV_64F);
+  }
+
+  const int nf = necrosis_feature_count();
+  out.values.create(gh * gw, nf, CV_32F);
+  for (int i = 0; i < gh; ++i)
+    for (int j = 0; j < gw; ++j) {
+      float* f = out.values.ptr<float>(i * gw + j);
+      for (size_t s = 0; s < scales_cells.size(); ++s) {
+        const int k = scales_cells[s];
+        auto sum = [&](int a) { return window_sum(integ[static_cast<size_t>(a)], i, j, k, gh, gw); };
+        const double px = std::max(1.0, sum(acc_pixels));
+        const double t = std::max(1.0, sum(acc_tissue));
+        const double mh = sum(acc_h) / t, me = sum(acc_e) / t;
+        const double var_e = std::max(0.0, sum(acc_e2) / t - me * me);
+        float* g = f + s * per_scale;
+        g[0] = static_cast<float>(sum(acc_tissue) / px);
+        g[1] = std::log(static_cast<float>(mh) + log_eps);
+        g[2] = std::log(static_cast<float>(me) + log_eps);
+        g[3] = std::log(static_cast<float>(std::sqrt(var_e)) + log_eps);
+        g[4] = std::log(static_cast<float>(sum(acc_grad) / t) + log_eps);
+        g[5] = static_cast<float>(sum(acc_crisp) / t);
+        g[6] = static_cast<float>(sum(acc_sat) / t);
+      }
+    }
+  return out;
+}
+
+NecrosisModel read_necrosis_model(const std::string& yaml_text) {
+  NecrosisModel m;
+  try {
+    cv::FileStorage fs(yaml_text, cv::FileStorage::READ | cv::FileStorage::MEMORY);
+    if (!fs.isOpened()) throw Error(ErrorCode::model, "necrosis model: cannot parse the YAML");
+    fs["mean"] >> m.mean;
+    fs["scale"] >> m.scale;
+    fs["weights"] >> m.weights;
+    fs["bias"] >> m.bias;
+    fs["provenance"] >> m.provenance;
+    std::vector<std::string> names;
+    fs["features"] >> names;
+    if (names != necrosis_feature_names())
+      throw Error(ErrorCode::model, "necrosis model: its feature list does not match this library's");
+  } catch (const cv::Exception& e) {
+    throw Error(ErrorCode::model, std::string("necrosis model: ") + e.what());
+  }
+  const size_t n = static_cast<size_t>(necrosis_feature_count());
+  if (m.mean.size() != n || m.scale.size() != n || m.weights.size() != n)
+    throw Error(ErrorCode::model, "necrosis model: expected " + std::to_string(n) + " features, got " +
+                                      std::to_string(m.weights.size()));
+  return m;
+}
+
+void write_necrosis_model(const NecrosisModel& model, const std::string& path) {
+  cv::FileStorage fs(path, cv::FileStorage::WRITE);
+  if (!fs.isOpened()) throw Error(ErrorCode::io, "necrosis model: cannot write " + path);
+  fs << "features" << necrosis_feature_names();
+  fs << "mean" << model.mean << "scale" << model.scale << "weights" << model.weights << "bias" << model.bias;
+  fs << "provenance" << model.provenance;
+}
+
+const NecrosisModel& embedded_necrosis_model() {
+  static const NecrosisModel m = [] {
+    const auto bytes = GRADE_MODEL_BYTES(necrosis);
+    return read_necrosis_model(std::string(bytes.begin(), bytes.end()));
+  }();
+  return m;
+}
+
+NecrosisModel train_necrosis_model(const std::vector<NecrosisTrainingTile>& tiles, const NecrosisTrainParams& params) {
+  const int nf = necrosis_feature_count();
+  // Gather the usable cells with their weights.
+  std::vector<const float*> rows;
+  std::vector<double> y, wt;
+  double tiles_pos = 0, tiles_neg = 0;
+  std::vector<int> used(tiles.size(), 0);
+  for (size_t t = 0; t < tiles.size(); ++t) {
+    const auto& f = tiles[t].features;
+    for (int r = 0; r < f.values.rows; ++r)
+      if (f.cell_tissue.ptr<float>()[r] >= params.min_cell_tissue) ++used[t];
+    if (used[t] > 0) (tiles[t].necrotic ? tiles_pos : tiles_neg) += 1;
+  }
+  if (tiles_pos == 0 || tiles_neg == 0)
+    throw Error(ErrorCode::invalid_argument, "necrosis training: need tissue tiles of both classes");
+  for (size_t t = 0; t < tiles.size(); ++t) {
+    if (used[t] == 0) continue;
+    const auto& f = tiles[t].features;
+    const double tw = 0.5 / ((tiles[t].necrotic ? tiles_pos : tiles_neg) * used[t]);
+    for (int r = 0; r < f.values.rows; ++r)
+      if (f.cell_tissue.ptr<float>()[r] >= params.min_cell_tissue) {
+        rows.push_back(f.values.ptr<float>(r));
+        y.push_back(tiles[t].necrotic ? 1.0 : 0.0);
+        wt.push_back(tw);
+      }
+  }
+  const size_t n = rows.size();
+  NecrosisModel m;
+  m.mean.assign(static_cast<size_t>(nf), 0.0);
+  m.scale.assign(static_cast<size_t>(nf), 0.0);
+  for (size_t i = 0; i < n; ++i)
+    for (int k = 0; k < nf; ++k) m.mean[static_cast<size_t>(k)] += wt[i] * rows[i][k];
+  for (size_t i = 0; i < n; ++i)
+    for (int k = 0; k < nf; ++k) {
+      const double d = rows[i][k] - m.mean[static_cast<size_t>(k)];
+      m.scale[static_cast<size_t>(k)] += wt[i] * d * d;
+    }
+  for (auto& s : m.scale) s = std::max(1e-6, std::sqrt(s));
+
+  // Standardised design matrix with a leading 1 for the bias.
+  const int d = nf + 1;
+  cv::Mat x(static_cast<int>(n), d, CV_64F);
+  for (size_t i = 0; i < n; ++i) {
+    double* xr = x.ptr<double>(static_cast<int>(i));
+    xr[0] = 1.0;
+    for (int k = 0; k < nf; ++k)
+      xr[k + 1] = (rows[i][k] - m.mean[static_cast<size_t>(k)]) / m.scale[static_cast<size_t>(k)];
+  }
+  const double lambda = params.l2 * 1e-3;
+  cv::Mat beta = cv::Mat::zeros(d, 1, CV_64F);
+  for (int it = 0; it < params.iterations; ++it) {
+    cv::Mat grad = cv::Mat::zeros(d, 1, CV_64F), hess = cv::Mat::zeros(d, d, CV_64F);
+    for (size_t i = 0; i < n; ++i) {
+      const double* xr = x.ptr<double>(static_cast<int>(i));
+      double z = 0;
+      for (int k = 0; k < d; ++k) z += xr[k] * beta.at<double>(k);
+      const double p = 1.0 / (1.0 + std::exp(-z));
+      const double g = wt[i] * (p - y[i]), hw = wt[i] * std::max(p * (1.0 - p), 1e-9);
+      for (int a = 0; a < d; ++a) {
+        grad.at<double>(a) += g * xr[a];
+        double* hr = hess.ptr<double>(a);
+        for (int b = a; b < d; ++b) hr[b] += hw * xr[a] * xr[b];
+      }
+    }
+    for (int a = 0; a < d; ++a)
+      for (int b = 0; b < a; ++b) hess.at<double>(a, b) = hess.at<double>(b, a);
+    for (int a = 1; a < d; ++a) {
+      grad.at<double>(a) += lambda * beta.at<double>(a);
+      hess.at<double>(a, a) += lambda;
+    }
+    cv::Mat step;
+    cv::solve(hess, grad, step, cv::DECOMP_CHOLESKY);
+    beta -= step;
+    if (cv::norm(step, cv::NORM_INF) < 1e-7) break;
+  }
+  m.bias = beta.at<double>(0);
+  m.weights.resize(static_cast<size_t>(nf));
+  for (int k = 0; k < nf; ++k) m.weights[static_cast<size_t>(k)] = beta.at<double>(k + 1);
+  return m;
+}
+
+}  // namespace grade::detail

@@ -213,3 +213,44 @@ TEST_CASE("independent of detection order; fast on 1e5 detections") {
   CHECK(a.window.y < 30000);
   CHECK(a.window.y + a.window.height > 30000);
 }
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "grade/synth.hpp"
+#include "test_support.hpp"
+
+TEST_CASE("grade-synth truth: the count over the whole slide equals the truth's brute-force hotspot") {
+  // The synthetic slide's truth mitoses as detections and the whole slide as the region: the same definition as
+  // grade-synth's brute force, so the same count (the window may differ among equal-count ties: the synth's brute force
+  // tries a subset of positions, so its tie-break is not always the smallest (y, x)).
+  grade::test::TempDir t("grade-count-synth");
+  for (std::uint64_t seed : {3u, 4u}) {
+    CAPTURE(seed);
+    SynthParams p;
+    p.width_px = 7000;
+    p.height_px = 6000;
+    p.seed = seed;
+    p.hotspot_mitoses_per_10hpf = seed == 3 ? 60.0 : 15.0;
+    p.background_mitoses_per_10hpf = seed == 3 ? 12.0 : 6.0;
+    const auto summary = synthesize_slide(p, t / "s.tiff", t / "s.json");
+    std::ifstream in(t / "s.json");
+    const auto truth = nlohmann::json::parse(in);
+    std::vector<MitosisDetection> d;
+    for (const auto& m : truth.at("mitoses")) d.push_back({m.at("x").get<double>(), m.at("y").get<double>(), 1.0});
+    const double ds = 8.0;
+    cv::Mat all(static_cast<int>(std::ceil(p.height_px / ds)), static_cast<int>(std::ceil(p.width_px / ds)), CV_8U,
+                cv::Scalar(1));
+    // The mask must not reach beyond the slide: 7000 and 6000 are multiples of 8.
+    const auto r = count_mitoses(d, all, ds, 0, 0, p.mpp);
+    CHECK(r.count == truth.at("hotspot").at("count").get<int>());
+    CHECK(r.count == summary.hotspot_count);
+    CHECK(r.total_detected == static_cast<int>(d.size()));
+    CHECK(r.window.width == truth.at("hotspot").at("window").at("width").get<std::int64_t>());
+    CHECK(r.score == truth.at("mitosis_score").get<int>());
+    MESSAGE("seed " << seed << ": " << d.size() << " mitoses, hotspot count " << r.count << " at (" << r.window.x << ", "
+                    << r.window.y << "), truth at (" << truth.at("hotspot").at("window").at("x") << ", "
+                    << truth.at("hotspot").at("window").at("y") << ")");
+  }
+}

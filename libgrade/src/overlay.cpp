@@ -23,8 +23,17 @@ const cv::Scalar kRoi(200, 0, 200);
 
 cv::Mat render_overlay(const SlideReport& rep) {
   if (rep.thumbnail.empty()) return {};
-  cv::Mat out = rep.thumbnail.clone();
-  const double ds = rep.thumbnail_downsample > 0 ? rep.thumbnail_downsample : 1.0;
+  // Small slides give small thumbnails: draw on an enlarged copy so outlines and labels stay legible.
+  cv::Mat out;
+  double ds = rep.thumbnail_downsample > 0 ? rep.thumbnail_downsample : 1.0;
+  const int long_side = std::max(rep.thumbnail.cols, rep.thumbnail.rows);
+  if (long_side < 1200) {
+    const double f = 1200.0 / long_side;
+    cv::resize(rep.thumbnail, out, cv::Size(), f, f, cv::INTER_LINEAR);
+    ds = ds * static_cast<double>(rep.thumbnail.cols) / out.cols;
+  } else {
+    out = rep.thumbnail.clone();
+  }
 
   // Necrosis shading: the grid's necrotic cells blended in yellow.
   if (!rep.necrosis_grid.empty() && cv::countNonZero(rep.necrosis_grid) > 0) {

@@ -473,7 +473,7 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
   rep.necrosis.percent = std::clamp(100.0 * necrotic_cells / tumour_cells, 0.0, 100.0);
 
   FnclccInput fin;
-  fin.differentiation = rep.differentiation;
+  fin.differentiation = params.differentiation;  // fnclcc_grade resolves the subtype itself (and notes it)
   fin.subtype = params.subtype;
   fin.mitotic_count = rep.mitotic_count.count;
   fin.mitotic_ci95_low = rep.mitotic_count.ci95_low;

@@ -169,9 +169,21 @@ std::string summary_csv(const std::vector<Row>& rows) {
   return out;
 }
 
-// The settings a finished report must have been made with for --resume to keep it.
-bool report_matches(const json& j, const grade::GradeParams& p) {
+bool same_file(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  const bool eq = fs::equivalent(a, b, ec);
+  return ec ? a.lexically_normal() == b.lexically_normal() : eq;
+}
+
+// The settings a finished report must have been made with for --resume to keep it: the same slide file, the same
+// differentiation, subtype, HPF settings and mpp override.
+bool report_matches(const json& j, const grade::GradeParams& p, const fs::path& slide) {
   try {
+    if (!same_file(fs::path(j.at("/slide/path"_json_pointer).get<std::string>()), slide)) return false;
+    const double mpp = j.at("/slide/mpp"_json_pointer).get<double>();
+    const bool by_caller = j.at("/slide/mpp_source"_json_pointer).get<std::string>() == "caller";
+    if (p.mpp_override > 0.0 ? !(by_caller && std::abs(mpp - p.mpp_override) <= 1e-9 * p.mpp_override) : by_caller)
+      return false;
     const json& par = j.at("parameters");
     const json& d = par.at("differentiation");
     const std::optional<int> rd = d.is_null() ? std::nullopt : std::optional<int>(d.get<int>());
@@ -318,7 +330,7 @@ int main(int argc, char** argv) {
 
     if (resume && grade::has_complete_report(dir)) {
       const auto j = read_report(dir);
-      if (j && report_matches(*j, params)) {
+      if (j && report_matches(*j, params, e.path)) {
         rows.push_back(row_from_report(e, *j));
         ++n_skipped;
         ++n_ok;

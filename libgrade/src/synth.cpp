@@ -24,12 +24,13 @@ namespace fs = std::filesystem;
 using detail::PyramidTiffWriter;
 
 StainVectors SynthParams::synth_default_stains() {
-  // Macenko et al. 2009 reference H&E vectors: closer to real scanned slides than Ruifrok's (more blue in eosin).
+  // Chosen so that rendered stroma and nuclei match the median colours of real 40x H&E tiles (MoNuSeg nuclei and
+  // background, AMi-Br patches): between Ruifrok's vectors and the Macenko reference ones, eosin with some blue.
   auto unit = [](std::array<double, 3> v) {
     const double n = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
     return std::array<double, 3>{v[0] / n, v[1] / n, v[2] / n};
   };
-  return {unit({0.5626, 0.7201, 0.4062}), unit({0.2159, 0.8012, 0.5581})};
+  return {unit({0.62, 0.73, 0.29}), unit({0.25, 0.88, 0.40})};
 }
 
 namespace {
@@ -412,7 +413,7 @@ Mitosis Synth::make_figure(Rng& rng, double x, double y) const {
   m.y = y;
   const double w = rng.u();
   m.phase = w < 0.2 ? kProphase : w < 0.55 ? kMetaphase : w < 0.7 ? kAnaphase : w < 0.85 ? kTelophase : kAtypical;
-  m.peak = static_cast<float>(rng.u(1.3, 1.6));
+  m.peak = static_cast<float>(rng.u(0.92, 1.12));
   const double phi = rng.u(0, kPi);
   const double c = std::cos(phi), s = std::sin(phi);
   // Rods in micrometres in the figure's frame (u along the spindle axis, v along the plate), rotated to the slide.
@@ -485,7 +486,7 @@ Mitosis Synth::make_figure(Rng& rng, double x, double y) const {
     }
   }
   // The clear halo: the rounded-up mitotic cell's pale cytoplasm around the chromosomes.
-  const double ha = extent_um + rng.u(2.5, 4.0), hb = std::max(ha * rng.u(0.75, 0.95), 6.0);
+  const double ha = extent_um + rng.u(1.5, 3.0), hb = std::max(ha * rng.u(0.75, 0.95), 6.0);
   m.halo_a = static_cast<float>(um(ha));
   m.halo_b = static_cast<float>(um(hb));
   m.halo_cs = static_cast<float>(c);
@@ -579,7 +580,7 @@ std::vector<Nucleus> Synth::make_cell(std::int64_t ci, std::int64_t cj) const {
       nu.kind = kLymphocyte;
       major = minor = rng.u(5.5, 7.0);
       angle = 0;
-      nu.peak = static_cast<float>(rng.u(0.85, 1.0));
+      nu.peak = static_cast<float>(rng.u(0.58, 0.7));
     } else if (rng.u() < p_.spindle_fraction) {
       nu.kind = kSpindle;
       major = rng.u(14, 24);
@@ -591,7 +592,7 @@ std::vector<Nucleus> Synth::make_cell(std::int64_t ci, std::int64_t cj) const {
       major = rng.u(11, 20);
       minor = major * rng.u(0.6, 0.9);
       angle = rng.u(0, kPi);
-      nu.peak = static_cast<float>(rng.u(0.6, 0.85));
+      nu.peak = static_cast<float>(rng.u(0.5, 0.64));
       nu.h2c = static_cast<float>(rng.u(-0.12, 0.12));
       nu.h2s = static_cast<float>(rng.u(-0.12, 0.12));
       nu.h3c = static_cast<float>(rng.u(-0.1, 0.1));
@@ -761,8 +762,8 @@ void Synth::render_tile(std::int64_t tx, std::int64_t ty, const std::vector<cons
       const double xu = x * p_.mpp, yu = y * p_.mpp;
       const std::size_t k = static_cast<std::size_t>(j * n + i);
       grid_[k] = static_cast<float>(orientation(x, y) / kPi * NORI);
-      grid_[k + nn] = static_cast<float>(0.22 + 0.16 * fbm(p_.seed, kTagField + 30, xu, yu, 150.0));
-      grid_[k + 2 * nn] = static_cast<float>(0.045 + 0.07 * fbm(p_.seed, kTagField + 40, xu, yu, 120.0));
+      grid_[k + nn] = static_cast<float>(0.19 + 0.15 * fbm(p_.seed, kTagField + 30, xu, yu, 150.0));
+      grid_[k + 2 * nn] = static_cast<float>(0.02 + 0.05 * fbm(p_.seed, kTagField + 40, xu, yu, 120.0));
     }
   upsample_grid(grid_.data(), n, g, M, S, ori_.data());
   upsample_grid(grid_.data() + nn, n, g, M, S, e0_.data());
@@ -782,7 +783,7 @@ void Synth::render_tile(std::int64_t tx, std::int64_t ty, const std::vector<cons
       const int k2 = (k + 1) % NORI;
       const float fib = tex_.fibre[static_cast<std::size_t>(k)][t] * (1 - f) + tex_.fibre[static_cast<std::size_t>(k2)][t] * f;
       const float mot = tex_.mottle[t];
-      float E = e0_[i] * (1.0f + 0.14f * fib + 0.16f * mot);
+      float E = e0_[i] * (1.0f + 0.10f * fib + 0.16f * mot + 0.07f * tex_.chromatin[t]);
       float H = h0_[i] * (1.0f + 0.35f * mot) + 0.008f * fib;
       const float gap = std::clamp((-fib - 2.0f) * 1.5f, 0.0f, 1.0f);  // white clefts between fibres
       E *= 1.0f - 0.8f * gap;
@@ -833,8 +834,8 @@ void Synth::render_tile(std::int64_t tx, std::int64_t ty, const std::vector<cons
         float w = std::clamp((1.0f - q) * 2.5f, 0.0f, 1.0f);
         w = w * w * (3 - 2 * w);
         const std::size_t i = static_cast<std::size_t>(y) * S + x;
-        H_map_[i] = H_map_[i] * (1.0f - 0.5f * w) + 0.02f * w;
-        E_map_[i] = E_map_[i] * (1.0f - 0.5f * w) + 0.06f * w;
+        H_map_[i] = H_map_[i] * (1.0f - 0.35f * w) + 0.02f * w;
+        E_map_[i] = E_map_[i] * (1.0f - 0.4f * w) + 0.05f * w;
       }
   }
 
@@ -883,7 +884,7 @@ void Synth::render_tile(std::int64_t tx, std::int64_t ty, const std::vector<cons
           }
           if (q >= 1.0f) continue;
           const float alpha = std::min(1.0f, (1.0f - q) * edge);
-          const float ch = std::clamp(tex_.chromatin[tex_index(x, y)], -2.0f, 2.0f);
+          const float ch = std::clamp(tex_.chromatin[tex_index(x, y)], -1.5f, 1.5f);
           float val;
           switch (nu.kind) {
             case kSpindle: val = nu.peak * (0.88f + 0.2f * q + 0.09f * ch); break;
@@ -896,7 +897,7 @@ void Synth::render_tile(std::int64_t tx, std::int64_t ty, const std::vector<cons
               }
               break;
             }
-            case kPleomorphic: val = nu.peak * (0.88f + 0.18f * q + 0.12f * ch); break;
+            case kPleomorphic: val = nu.peak * (0.9f + 0.1f * q + 0.08f * ch); break;
             case kLymphocyte: val = nu.peak * (0.97f + 0.06f * q + 0.04f * ch); break;
             default: val = nu.peak;  // dust
           }
@@ -922,13 +923,14 @@ void Synth::render_tile(std::int64_t tx, std::int64_t ty, const std::vector<cons
           const float ex = wx - t * vx, ey = wy - t * vy;
           best = std::min(best, std::sqrt(ex * ex + ey * ey) - r.r);
         }
-        const float alpha = std::clamp(0.5f - best, 0.0f, 1.0f);
+        // A soft edge (~2 px): condensed chromatin is fuzzy at the scanner's resolution.
+        const float alpha = std::clamp((0.8f - best) * 0.6f, 0.0f, 1.0f);
         if (alpha <= 0) continue;
         const std::size_t i = static_cast<std::size_t>(y) * S + x;
         const float ch = std::clamp(tex_.chromatin[tex_index(x, y)], -1.0f, 1.0f);
         const float val = m->peak * (0.93f + 0.07f * ch);
         H_map_[i] = val * alpha + H_map_[i] * (1 - alpha);
-        E_map_[i] = E_map_[i] * (1 - alpha) + 0.45f * alpha;
+        E_map_[i] = E_map_[i] * (1 - alpha) + 0.3f * alpha;
       }
   }
 

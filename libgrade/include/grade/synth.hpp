@@ -48,7 +48,7 @@ struct SynthParams {
   int tile_px = 256;        // TIFF tile size (multiple of 16)
   int jpeg_quality = 85;    // 1..100
 
-  // H&E vectors typical of real slides (the Macenko reference vectors), used as the default rendering stains.
+  // H&E vectors typical of real 40x slides (matched to real tiles' median colours), the default rendering stains.
   static StainVectors synth_default_stains();
 };
 

@@ -1,7 +1,312 @@
-// PLACEHOLDER: replaced by the real implementation (see the issue for this stage).
+// Mitotic-figure detection (method and references in grade/mitosis.hpp).
 #include "grade/mitosis.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <mutex>
+#include <numeric>
+#include <string>
+
+#include <opencv2/dnn.hpp>
+#include <opencv2/imgproc.hpp>
+
 #include "grade/error.hpp"
+#include "models.hpp"
+
+GRADE_DECLARE_MODEL(mitosis_cnn)
 
 namespace grade {
-std::vector<MitosisDetection> detect_mitoses(const ImageView&, const MitosisParams&) { throw Error(ErrorCode::internal, "mitosis: not implemented yet"); }
+
+namespace detail {
+namespace {
+
+constexpr int kCrop = 64;     // classifier input side, pixels at working_mpp (16 um at 0.25 um/px)
+constexpr int kBatch = 64;    // crops per forward pass
+
+std::string num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+void check_params(const MitosisParams& p) {
+  auto positive = [](double v, const char* name) {
+    if (!(v > 0.0) || !std::isfinite(v))
+      throw Error(ErrorCode::invalid_argument, std::string("detect_mitoses: ") + name + " must be > 0, got " + num(v));
+  };
+  positive(p.working_mpp, "working_mpp");
+  positive(p.candidate_mpp, "candidate_mpp");
+  positive(p.candidate_sigma_um, "candidate_sigma_um");
+  if (!(p.candidate_separation_um >= 0.0))
+    throw Error(ErrorCode::invalid_argument,
+                "detect_mitoses: candidate_separation_um must be >= 0, got " + num(p.candidate_separation_um));
+  if (!(p.nms_radius_um >= 0.0))
+    throw Error(ErrorCode::invalid_argument, "detect_mitoses: nms_radius_um must be >= 0, got " + num(p.nms_radius_um));
+  if (!std::isfinite(p.threshold))
+    throw Error(ErrorCode::invalid_argument, "detect_mitoses: threshold must be finite, got " + num(p.threshold));
+  if (!std::isfinite(p.candidate_min_od))
+    throw Error(ErrorCode::invalid_argument,
+                "detect_mitoses: candidate_min_od must be finite, got " + num(p.candidate_min_od));
+}
+
+// Per-channel look-up tables whose sum is the hematoxylin optical density of an RGB pixel (Ruifrok & Johnston 2001:
+// OD = -ln((I + 1) / 256), densities = M^-1 OD with M's rows the H, E and residual unit vectors).
+std::array<std::array<float, 256>, 3> hematoxylin_luts(const StainVectors& s) {
+  const auto& h = s.hematoxylin;
+  const auto& e = s.eosin;
+  std::array<double, 3> r{h[1] * e[2] - h[2] * e[1], h[2] * e[0] - h[0] * e[2], h[0] * e[1] - h[1] * e[0]};
+  const double rn = std::sqrt(r[0] * r[0] + r[1] * r[1] + r[2] * r[2]);
+  if (!(rn > 1e-9)) throw Error(ErrorCode::invalid_argument, "detect_mitoses: hematoxylin and eosin vectors are parallel");
+  for (auto& v : r) v /= rn;
+  const cv::Matx33d m(h[0], h[1], h[2], e[0], e[1], e[2], r[0], r[1], r[2]);  // rows: stains; OD = m^T c
+  const cv::Matx33d inv = m.t().inv();                                        // c = inv * OD
+  std::array<std::array<float, 256>, 3> lut{};
+  for (int v = 0; v < 256; ++v) {
+    const double od = -std::log((v + 1.0) / 256.0);
+    for (int c = 0; c < 3; ++c) lut[c][v] = static_cast<float>(inv(0, c) * od);
+  }
+  return lut;
+}
+
+struct Peak {
+  int x, y;
+  float density;
+};
+
+}  // namespace
+
+// The classifier: the ONNX bytes and a pool of networks (a cv::dnn::Net must not run two forward passes at once).
+}  // namespace detail
+
+struct MitosisModel::Impl {
+  std::vector<unsigned char> bytes;
+  mutable std::mutex mutex;
+  mutable std::vector<std::unique_ptr<cv::dnn::Net>> pool;
+
+  std::unique_ptr<cv::dnn::Net> acquire() const {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (!pool.empty()) {
+        auto net = std::move(pool.back());
+        pool.pop_back();
+        return net;
+      }
+    }
+    try {
+      auto net = std::make_unique<cv::dnn::Net>(cv::dnn::readNetFromONNX(bytes));
+      net->setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
+      net->setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+      return net;
+    } catch (const cv::Exception& e) {
+      throw Error(ErrorCode::model, std::string("mitosis classifier: cannot load the ONNX model: ") + e.what());
+    }
+  }
+  void release(std::unique_ptr<cv::dnn::Net> net) const {
+    std::lock_guard<std::mutex> lock(mutex);
+    pool.push_back(std::move(net));
+  }
+};
+
+MitosisModel::MitosisModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+MitosisModel::~MitosisModel() = default;
+
+std::shared_ptr<const MitosisModel> MitosisModel::from_onnx(const std::vector<unsigned char>& onnx_bytes) {
+  if (onnx_bytes.empty()) throw Error(ErrorCode::model, "mitosis classifier: empty ONNX model");
+  auto impl = std::make_unique<Impl>();
+  impl->bytes = onnx_bytes;
+  auto model = std::make_shared<const MitosisModel>(std::move(impl));
+  // Load once now, and check the shapes on a blank crop, so that a bad model fails here and not mid-slide.
+  auto net = model->impl().acquire();
+  try {
+    const int shape[] = {1, 3, detail::kCrop, detail::kCrop};
+    cv::Mat blob(4, shape, CV_32F, cv::Scalar(0.5));
+    net->setInput(blob);
+    cv::Mat out = net->forward();
+    if (out.total() != 1)
+      throw Error(ErrorCode::model, "mitosis classifier: expected one output per crop, got " +
+                                        std::to_string(out.total()));
+  } catch (const cv::Exception& e) {
+    throw Error(ErrorCode::model, std::string("mitosis classifier: the ONNX model does not run: ") + e.what());
+  }
+  model->impl().release(std::move(net));
+  return model;
+}
+
+std::shared_ptr<const MitosisModel> MitosisModel::embedded() {
+  static const std::shared_ptr<const MitosisModel> model = from_onnx(GRADE_MODEL_BYTES(mitosis_cnn));
+  return model;
+}
+
+std::vector<MitosisCandidate> find_mitosis_candidates(const ImageView& image, const MitosisParams& params) {
+  check_view(image, "detect_mitoses image");
+  detail::check_params(params);
+  const cv::Mat& rgb = image.rgb;
+  // Area-average to candidate_mpp: cheap (one pass over the level-0 pixels) and it suppresses JPEG noise and
+  // single dark pixels. The scale is rounded to the pixel grid so that a tile aligned on it sees the same blocks.
+  const double factor = std::max(1.0, params.candidate_mpp / image.mpp);
+  const int sw = std::max(1, static_cast<int>(std::lround(rgb.cols / factor)));
+  const int sh = std::max(1, static_cast<int>(std::lround(rgb.rows / factor)));
+  cv::Mat small;
+  if (sw == rgb.cols && sh == rgb.rows)
+    small = rgb;
+  else
+    cv::resize(rgb, small, cv::Size(sw, sh), 0, 0, cv::INTER_AREA);
+  const double fx = static_cast<double>(rgb.cols) / sw;
+  const double fy = static_cast<double>(rgb.rows) / sh;
+
+  const auto lut = detail::hematoxylin_luts(params.stains);
+  cv::Mat h(sh, sw, CV_32F);
+  for (int y = 0; y < sh; ++y) {
+    const auto* s = small.ptr<cv::Vec3b>(y);
+    auto* d = h.ptr<float>(y);
+    for (int x = 0; x < sw; ++x) d[x] = lut[0][s[x][0]] + lut[1][s[x][1]] + lut[2][s[x][2]];
+  }
+  const double pixel_um = image.mpp * fx;
+  cv::GaussianBlur(h, h, cv::Size(), params.candidate_sigma_um / pixel_um, 0, cv::BORDER_REFLECT101);
+  cv::Mat dil;
+  cv::dilate(h, dil, cv::Mat(), cv::Point(-1, -1), 1, cv::BORDER_REFLECT101);
+
+  std::vector<detail::Peak> peaks;
+  const float tmin = static_cast<float>(params.candidate_min_od);
+  for (int y = 0; y < sh; ++y) {
+    const float* a = h.ptr<float>(y);
+    const float* b = dil.ptr<float>(y);
+    for (int x = 0; x < sw; ++x)
+      if (a[x] >= tmin && a[x] >= b[x]) peaks.push_back({x, y, a[x]});
+  }
+  // Merge peaks closer than the separation into the densest (ties: raster order), so a plateau or a lumpy chromatin
+  // mass gives one candidate. Greedy, on a grid of separation-sized cells.
+  std::stable_sort(peaks.begin(), peaks.end(), [](const auto& p, const auto& q) { return p.density > q.density; });
+  const double sep_px = params.candidate_separation_um / pixel_um;
+  const double sep2 = sep_px * sep_px;
+  const int cell = std::max(1, static_cast<int>(std::ceil(sep_px)));
+  const int gw = sw / cell + 1, gh = sh / cell + 1;
+  std::vector<std::vector<int>> grid(static_cast<size_t>(gw) * gh);
+  std::vector<detail::Peak> kept;
+  for (const auto& p : peaks) {
+    const int cx = p.x / cell, cy = p.y / cell;
+    bool close = false;
+    for (int yy = std::max(0, cy - 1); yy <= std::min(gh - 1, cy + 1) && !close; ++yy)
+      for (int xx = std::max(0, cx - 1); xx <= std::min(gw - 1, cx + 1) && !close; ++xx)
+        for (int k : grid[static_cast<size_t>(yy) * gw + xx]) {
+          const double dx = kept[k].x - p.x, dy = kept[k].y - p.y;
+          if (dx * dx + dy * dy < sep2) {
+            close = true;
+            break;
+          }
+        }
+    if (close) continue;
+    grid[static_cast<size_t>(cy) * gw + cx].push_back(static_cast<int>(kept.size()));
+    kept.push_back(p);
+  }
+  std::sort(kept.begin(), kept.end(), [](const auto& p, const auto& q) { return p.y != q.y ? p.y < q.y : p.x < q.x; });
+  std::vector<MitosisCandidate> out;
+  out.reserve(kept.size());
+  for (const auto& p : kept)
+    out.push_back({image.to_level0_x((p.x + 0.5) * fx), image.to_level0_y((p.y + 0.5) * fy), p.density});
+  return out;
+}
+
+std::vector<double> score_mitosis_candidates(const ImageView& image, const std::vector<MitosisCandidate>& candidates,
+                                             const MitosisParams& params) {
+  check_view(image, "detect_mitoses image");
+  detail::check_params(params);
+  std::vector<double> scores(candidates.size(), 0.0);
+  if (candidates.empty()) return scores;
+  const auto model = params.model ? params.model : MitosisModel::embedded();
+
+  // The classifier sees 0.25 um/px; resample only when the input is at another resolution (more than 2 % off).
+  const double scale = image.mpp / params.working_mpp;  // working pixels per input pixel
+  cv::Mat work = image.rgb;
+  if (std::abs(scale - 1.0) > 0.02) {
+    const int w = std::max(1, static_cast<int>(std::lround(image.rgb.cols * scale)));
+    const int hh = std::max(1, static_cast<int>(std::lround(image.rgb.rows * scale)));
+    cv::resize(image.rgb, work, cv::Size(w, hh), 0, 0, scale < 1.0 ? cv::INTER_AREA : cv::INTER_LINEAR);
+  }
+  const double sx = static_cast<double>(work.cols) / image.rgb.cols;
+  const double sy = static_cast<double>(work.rows) / image.rgb.rows;
+
+  auto net = model->impl().acquire();
+  struct Return {
+    const MitosisModel* m;
+    std::unique_ptr<cv::dnn::Net>* n;
+    ~Return() { m->impl().release(std::move(*n)); }
+  } give_back{model.get(), &net};
+
+  const cv::Rect bounds(0, 0, work.cols, work.rows);
+  std::vector<cv::Mat> crops;
+  crops.reserve(detail::kBatch);
+  auto flush = [&](size_t first) {
+    if (crops.empty()) return;
+    cv::Mat blob = cv::dnn::blobFromImages(crops, 1.0 / 255.0, cv::Size(), cv::Scalar(), false, false, CV_32F);
+    cv::Mat out;
+    try {
+      net->setInput(blob);
+      out = net->forward().reshape(1, 1);
+    } catch (const cv::Exception& e) {
+      throw Error(ErrorCode::model, std::string("mitosis classifier: forward pass failed: ") + e.what());
+    }
+    for (size_t i = 0; i < crops.size(); ++i) {
+      const double logit = out.at<float>(0, static_cast<int>(i));
+      scores[first + i] = 1.0 / (1.0 + std::exp(-logit));
+    }
+    crops.clear();
+  };
+  size_t first = 0;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const double u = (candidates[i].x - static_cast<double>(image.x0)) / image.downsample * sx;
+    const double v = (candidates[i].y - static_cast<double>(image.y0)) / image.downsample * sy;
+    const int left = static_cast<int>(std::floor(u)) - detail::kCrop / 2;
+    const int top = static_cast<int>(std::floor(v)) - detail::kCrop / 2;
+    const cv::Rect want(left, top, detail::kCrop, detail::kCrop);
+    const cv::Rect have = want & bounds;
+    cv::Mat crop;
+    if (have == want) {
+      crop = work(want);
+    } else if (have.area() > 0) {
+      // Near the image edge: mirror the pixels that exist (as the training crops were made).
+      cv::copyMakeBorder(work(have), crop, have.y - want.y, want.br().y - have.br().y, have.x - want.x,
+                         want.br().x - have.br().x, cv::BORDER_REFLECT101);
+      if (crop.rows != detail::kCrop || crop.cols != detail::kCrop) cv::resize(crop, crop, {detail::kCrop, detail::kCrop});
+    } else {
+      crop = cv::Mat(detail::kCrop, detail::kCrop, CV_8UC3, cv::Scalar(255, 255, 255));
+    }
+    crops.push_back(crop);
+    if (crops.size() == static_cast<size_t>(detail::kBatch)) {
+      flush(first);
+      first = i + 1;
+    }
+  }
+  flush(first);
+  return scores;
+}
+
+std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const MitosisParams& params) {
+  const auto candidates = find_mitosis_candidates(image, params);
+  const auto scores = score_mitosis_candidates(image, candidates, params);
+  std::vector<MitosisDetection> dets;
+  for (size_t i = 0; i < candidates.size(); ++i)
+    if (scores[i] >= params.threshold) dets.push_back({candidates[i].x, candidates[i].y, scores[i]});
+  // Greedy non-maximum suppression by score (ties: y, then x, so the result does not depend on candidate order).
+  // Suppression only comes from higher scores, so the detections kept at any threshold are those kept at a lower one
+  // and scoring above it: a CSV written at a low threshold gives the whole recall / false-positive curve.
+  std::sort(dets.begin(), dets.end(), [](const auto& a, const auto& b) {
+    if (a.score != b.score) return a.score > b.score;
+    return a.y != b.y ? a.y < b.y : a.x < b.x;
+  });
+  const double r = params.nms_radius_um / (image.mpp / image.downsample);  // level-0 pixels
+  std::vector<MitosisDetection> kept;
+  for (const auto& d : dets) {
+    bool close = false;
+    for (const auto& k : kept)
+      if ((k.x - d.x) * (k.x - d.x) + (k.y - d.y) * (k.y - d.y) < r * r) {
+        close = true;
+        break;
+      }
+    if (!close) kept.push_back(d);
+  }
+  return kept;
+}
+
 }  // namespace grade

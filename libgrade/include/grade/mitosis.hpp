@@ -1,5 +1,20 @@
 #pragma once
-// Mitotic-figure detection: dark hematoxylin candidates at about 0.25 um/px, then a trained classifier.
+// Mitotic-figure detection: dark hematoxylin candidates at about 1 um/px, then a small trained CNN on 64x64 crops at
+// 0.25 um/px around each candidate.
+//
+// Method. Stage 1 (cheap, every pixel): the image is area-averaged to `candidate_mpp` (1 um/px, 16x fewer pixels than
+// 0.25 um/px), the hematoxylin optical density is obtained by colour deconvolution (Ruifrok & Johnston, Anal Quant
+// Cytol Histol 2001) through per-channel look-up tables, smoothed, and its local maxima above `candidate_min_od` are the
+// candidates (condensed chromatin is the densest hematoxylin in the tissue; this is the "dark blob" detector of the
+// evaluation README, tuned for recall). Stage 2 (only on candidates): a small convolutional network (conv / batch-norm
+// / ReLU / max-pool, global average pooling; in the spirit of Ciresan et al., MICCAI 2013, and of the two-stage
+// detectors of the MIDOG challenges, Aubreville et al., MedIA 2023) gives each candidate the probability of being a
+// mitotic figure; it was trained on the AMi-Br patches (Bertram et al., BVM 2025) with look-alike negatives from the
+// same patches and from nucleus data sets (tools/train/train_mitosis.py; provenance and numbers in
+// benchmarks/README.md). Detections closer than `nms_radius_um` to a higher-scoring one are dropped (one figure, e.g.
+// the two halves of an anaphase, gives one detection).
+#include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "grade/image.hpp"
@@ -7,10 +22,41 @@
 
 namespace grade {
 
+// A loaded mitosis classifier (an ONNX network: input N x 3 x 64 x 64 RGB scaled to 0..1, output N x 1 logits).
+// detect_mitoses uses the model embedded in the library unless MitosisParams::model names another one (e.g. a
+// cross-validation fold model in a benchmark). Immutable and safe to share between threads.
+class MitosisModel {
+ public:
+  // Throws Error(model) when the bytes are not an ONNX network OpenCV can run with the expected shapes.
+  static std::shared_ptr<const MitosisModel> from_onnx(const std::vector<unsigned char>& onnx_bytes);
+  // The model compiled into the library (libgrade/models/mitosis_cnn.onnx).
+  static std::shared_ptr<const MitosisModel> embedded();
+
+  struct Impl;
+  explicit MitosisModel(std::unique_ptr<Impl> impl);
+  ~MitosisModel();
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
 struct MitosisParams {
-  double working_mpp = 0.25;
-  double threshold = 0.5;  // detections with score below this are dropped (documented operating point)
+  double working_mpp = 0.25;  // resolution of the classifier's crops (the model was trained at 0.25 um/px)
+  // Operating threshold on the classifier probability. Chosen on the held-out source images of AMi-Br and the
+  // nucleus sets (benchmarks/README.md, "Mitosis"): it trades recall for false positives per mm^2.
+  double threshold = 0.5;
   StainVectors stains = standard_stains();
+
+  // Stage 1 (candidates).
+  double candidate_mpp = 1.0;       // resolution of the candidate search
+  double candidate_min_od = 1.0;    // smoothed hematoxylin optical density a candidate peak must reach
+  double candidate_sigma_um = 1.0;  // Gaussian smoothing of the hematoxylin density before peak finding
+  double candidate_separation_um = 4.0;  // peaks closer than this to a denser one are merged into it
+
+  // Stage 2 (classifier) and output.
+  double nms_radius_um = 10.0;  // detections closer than this to a higher-scoring detection are dropped
+  std::shared_ptr<const MitosisModel> model;  // null = MitosisModel::embedded()
 };
 
 struct MitosisDetection {
@@ -19,5 +65,18 @@ struct MitosisDetection {
 };
 
 std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const MitosisParams& params = {});
+
+// Stage 1 alone, for training and diagnostics: every candidate (level-0 pixels) with its smoothed hematoxylin optical
+// density; candidates are in raster order of their peak at candidate_mpp.
+struct MitosisCandidate {
+  double x = 0.0, y = 0.0;  // level-0 pixels
+  double density = 0.0;     // smoothed hematoxylin optical density at the peak
+};
+std::vector<MitosisCandidate> find_mitosis_candidates(const ImageView& image, const MitosisParams& params = {});
+
+// Stage 2 alone: classifier probabilities of candidates given in level-0 pixels (same order). `image` is the view the
+// candidates were found in.
+std::vector<double> score_mitosis_candidates(const ImageView& image, const std::vector<MitosisCandidate>& candidates,
+                                             const MitosisParams& params = {});
 
 }  // namespace grade

@@ -1,0 +1,145 @@
+// Mitosis detector quality on ../shared/data, by the definitions of ../shared/eval/eval_mitosis.py, on the source
+// images held out from training (tools/train/train_mitosis.py; same split rule, libgrade/src/mitosis_eval.hpp).
+//
+//   bench_mitosis_quality [--all] [--model FILE.onnx] [--threshold T] [--csv OUT.csv]
+//   bench_mitosis_quality --dump-candidates OUT.csv      (stage-1 candidates of every image, for training)
+//
+// Prints the recall / FP-per-mm^2 curve on AMi-Br, recall per class and dataset at the operating threshold, and the
+// detections per mm^2 on the nucleus images (consep, monuseg, cpm15), where mitoses are rare.
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "grade/mitosis.hpp"
+#include "mitosis_eval.hpp"
+
+namespace me = grade::detail::mitosis_eval;
+
+static cv::Mat load_rgb(const std::string& path) {
+  cv::Mat bgr = cv::imread(path, cv::IMREAD_COLOR);
+  if (bgr.empty()) throw std::runtime_error("cannot read " + path);
+  cv::Mat rgb;
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  return rgb;
+}
+
+int main(int argc, char** argv) {
+  bool all = false;
+  std::string model_path, csv_path, dump_path;
+  double threshold = grade::MitosisParams{}.threshold;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--all") all = true;
+    else if (a == "--model") model_path = next();
+    else if (a == "--threshold") threshold = std::stod(next());
+    else if (a == "--csv") csv_path = next();
+    else if (a == "--dump-candidates") dump_path = next();
+    else {
+      std::cerr << "unknown argument " << a << "\n";
+      return 2;
+    }
+  }
+  const auto images = me::list_images(GRADE_SHARED_DATA);
+  grade::MitosisParams params;
+  params.threshold = 0.0;  // keep every scored candidate: the curve is over thresholds
+  if (!model_path.empty()) {
+    std::ifstream f(model_path, std::ios::binary);
+    std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    params.model = grade::MitosisModel::from_onnx(bytes);
+  }
+
+  if (!dump_path.empty()) {
+    std::ofstream out(dump_path);
+    out << "set,image,path,group,mpp,width,height,x,y,density\n";
+    size_t n = 0;
+    for (const auto& d : images) {
+      const cv::Mat rgb = load_rgb(d.path);
+      const auto c = grade::find_mitosis_candidates(grade::make_view(rgb, d.mpp), params);
+      const std::string head = d.set + "," + d.name + "," + d.path + "," + d.group + "," + std::to_string(d.mpp) +
+                               "," + std::to_string(rgb.cols) + "," + std::to_string(rgb.rows) + ",";
+      if (c.empty()) out << head << ",,\n";
+      for (const auto& k : c) out << head << k.x << "," << k.y << "," << k.density << "\n";
+      n += c.size();
+    }
+    std::cout << "wrote " << n << " candidates of " << images.size() << " images to " << dump_path << "\n";
+    return 0;
+  }
+
+  std::vector<const me::DevImage*> patches;
+  std::vector<cv::Size> sizes;
+  std::vector<me::Det> dets;
+  std::ofstream csv;
+  if (!csv_path.empty()) {
+    csv.open(csv_path);
+    csv << "image,x,y,score\n";
+  }
+  struct SetStats {
+    double area_mm2 = 0;
+    std::vector<double> scores;
+    int images = 0;
+  };
+  std::map<std::string, SetStats> nuclei;
+  double mp = 0, seconds = 0;
+  size_t n_candidates = 0;
+  for (const auto& d : images) {
+    if (!all && !d.held_out) continue;
+    const cv::Mat rgb = load_rgb(d.path);
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto det = grade::detect_mitoses(grade::make_view(rgb, d.mpp), params);
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    mp += rgb.total() * 1e-6;
+    n_candidates += det.size();
+    if (d.set == "amibr") {
+      for (const auto& k : det) {
+        dets.push_back({patches.size(), k.x, k.y, k.score});
+        if (csv.is_open()) csv << d.name << "," << k.x << "," << k.y << "," << k.score << "\n";
+      }
+      patches.push_back(&d);
+      sizes.push_back(rgb.size());
+    } else {
+      auto& s = nuclei[d.set];
+      s.area_mm2 += rgb.total() * d.mpp * d.mpp * 1e-6;
+      ++s.images;
+      for (const auto& k : det) s.scores.push_back(k.score);
+    }
+  }
+  const auto e = me::evaluate_patches(patches, sizes, dets);
+  std::printf("mitosis quality (%s source images), %zu AMi-Br patches, %d figures in the evaluated region, "
+              "%.4f mm^2; %zu detections after NMS at threshold 0; %.1f MP in %.1f s\n",
+              all ? "ALL (training included)" : "held-out", patches.size(), e.n_gt, e.area_mm2, n_candidates, mp,
+              seconds);
+  std::printf("curve: recall at FP/mm^2 budgets (out of training: held-out source images)\n");
+  std::printf("%10s %10s %8s %6s %6s\n", "FP/mm2<=", "threshold", "recall", "TP", "FP");
+  for (double budget : {1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 200.0, 1e9}) {
+    const me::CurvePoint* best = nullptr;
+    for (const auto& p : e.curve)
+      if (p.fp_per_mm2 <= budget) best = &p;
+    if (best)
+      std::printf("%10.0f %10.4f %8.3f %6d %6d\n", budget, best->threshold, best->recall, best->tp, best->fp);
+  }
+  std::printf("at thresholds:\n%10s %8s %10s %8s %9s %9s", "threshold", "recall", "FP/mm2", "atyp_rec", "MIDOG_rec",
+              "TUPAC_rec");
+  for (const auto& [set, s] : nuclei) std::printf(" %9s", (set + "/mm2").c_str());
+  std::printf("\n");
+  for (double t : {0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, threshold}) {
+    const auto p = e.at(t);
+    std::printf("%10.4f %8.3f %10.2f %8.3f %9.3f %9.3f", t, p.recall, p.fp_per_mm2, e.recall_of("class", "atypical", t),
+                e.recall_of("dataset", "MIDOG21", t, false), e.recall_of("dataset", "TUPAC16", t, false));
+    for (const auto& [set, s] : nuclei) {
+      const auto n = std::count_if(s.scores.begin(), s.scores.end(), [&](double v) { return v >= t; });
+      std::printf(" %9.2f", n / s.area_mm2);
+    }
+    std::printf("%s\n", t == threshold ? "   <- operating threshold" : "");
+  }
+  for (const auto& [set, s] : nuclei) std::printf("  %s: %d images, %.3f mm^2\n", set.c_str(), s.images, s.area_mm2);
+  return 0;
+}

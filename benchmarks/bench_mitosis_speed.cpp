@@ -1,0 +1,95 @@
+// Mitosis detection throughput, per core (OpenCV limited to one thread), in level-0 megapixels per second at
+// 0.25 um/px, over tiles of 2048 px + 128 px margins as grade-inspect and the pipeline read them.
+//
+//   bench_mitosis_speed                 a 4096 x 4096 mosaic of AMi-Br patches (dense, mitotically active breast
+//                                       tumour: a worst case for the number of candidates)
+//   bench_mitosis_speed --slide S.tiff  a whole slide (e.g. from grade-synth), all of it, read at 0.25 um/px
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <random>
+#include <string>
+
+#include <opencv2/core/utility.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "grade/mitosis.hpp"
+#include "grade/slide.hpp"
+#include "mitosis_eval.hpp"
+
+namespace me = grade::detail::mitosis_eval;
+using clk = std::chrono::steady_clock;
+
+static double secs(clk::time_point a) { return std::chrono::duration<double>(clk::now() - a).count(); }
+
+int main(int argc, char** argv) {
+  cv::setNumThreads(1);
+  std::string slide_path;
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--slide" && i + 1 < argc) slide_path = argv[++i];
+  const grade::MitosisParams params;
+  grade::MitosisModel::embedded();  // load once, outside the timing
+
+  double t_read = 0, t_cand = 0, t_det = 0, mp = 0, mm2 = 0;
+  size_t n_cand = 0, n_det = 0;
+  auto run_tile = [&](const grade::ImageView& v, double core_mp) {
+    auto t = clk::now();
+    n_cand += grade::find_mitosis_candidates(v, params).size();
+    t_cand += secs(t);
+    t = clk::now();
+    n_det += grade::detect_mitoses(v, params).size();
+    t_det += secs(t);
+    mp += core_mp;
+  };
+  if (slide_path.empty()) {
+    const auto images = me::list_images(GRADE_SHARED_DATA);
+    std::vector<const me::DevImage*> amibr;
+    for (const auto& d : images)
+      if (d.set == "amibr") amibr.push_back(&d);
+    std::mt19937 rng(1);
+    cv::Mat mosaic(4096, 4096, CV_8UC3);
+    for (int y = 0; y < 4096; y += 128)
+      for (int x = 0; x < 4096; x += 128) {
+        cv::Mat bgr = cv::imread(amibr[rng() % amibr.size()]->path), rgb;
+        cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+        rgb.copyTo(mosaic(cv::Rect(x, y, 128, 128)));
+      }
+    for (int ty = 0; ty < 4096; ty += 2048)
+      for (int tx = 0; tx < 4096; tx += 2048) {
+        const int x0 = std::max(0, tx - 128), y0 = std::max(0, ty - 128);
+        const int x1 = std::min(4096, tx + 2048 + 128), y1 = std::min(4096, ty + 2048 + 128);
+        grade::ImageView v = grade::make_view(mosaic(cv::Rect(x0, y0, x1 - x0, y1 - y0)).clone(), 0.25);
+        v.x0 = x0;
+        v.y0 = y0;
+        run_tile(v, 2048.0 * 2048.0 * 1e-6);
+      }
+    mm2 = mp * 1e6 * 0.25 * 0.25 * 1e-6;
+    std::printf("input: 4096x4096 mosaic of random AMi-Br patches at 0.25 um/px (%.2f mm^2)\n", mm2);
+  } else {
+    const auto slide = grade::Slide::open(slide_path);
+    const double mpp0 = slide.require_mpp();
+    const double target = std::max(0.25, mpp0);
+    const auto core = static_cast<std::int64_t>(std::llround(2048 * target / mpp0));
+    const auto margin = static_cast<std::int64_t>(std::llround(128 * target / mpp0));
+    for (std::int64_t y = 0; y < slide.height(); y += core)
+      for (std::int64_t x = 0; x < slide.width(); x += core) {
+        const std::int64_t x0 = std::max<std::int64_t>(0, x - margin), y0 = std::max<std::int64_t>(0, y - margin);
+        const std::int64_t x1 = std::min(slide.width(), x + core + margin), y1 = std::min(slide.height(), y + core + margin);
+        auto t = clk::now();
+        const auto v = slide.read_region_at_mpp({x0, y0, x1 - x0, y1 - y0}, target);
+        t_read += secs(t);
+        run_tile(v, static_cast<double>(std::min(core, slide.width() - x) * std::min(core, slide.height() - y)) * 1e-6);
+      }
+    mm2 = mp * 1e6 * mpp0 * mpp0 * 1e-6;
+    std::printf("input: %s, %lldx%lld at %.3f um/px (%.2f mm^2), read at %.3f um/px in %.1f s (not counted below)\n",
+                slide_path.c_str(), static_cast<long long>(slide.width()), static_cast<long long>(slide.height()), mpp0,
+                mm2, target, t_read);
+  }
+  std::printf("stage 1 (candidates) alone: %.1f s, %.1f MP/s per core, %.0f candidates/mm^2\n", t_cand, mp / t_cand,
+              n_cand / mm2);
+  std::printf("detect_mitoses (candidates + classifier + NMS): %.1f s, %.1f MP/s per core of level-0 pixels, "
+              "%.1f detections/mm^2 at threshold %.3f\n",
+              t_det, mp / t_det, n_det / mm2, params.threshold);
+  return 0;
+}

@@ -1,0 +1,221 @@
+// Mitosis detector: known answers on drawn images (no data files needed).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <random>
+
+#include <fstream>
+#include <sstream>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "grade/error.hpp"
+#include "grade/mitosis.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+// Pale pink stroma at 0.25 um/px with pale oval nuclei (a few per 100 um^2) and mild noise, seeded.
+cv::Mat stroma(int w, int h, unsigned seed, int nuclei) {
+  cv::Mat img(h, w, CV_8UC3, cv::Scalar(236, 190, 214));  // RGB
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> ux(10, w - 10), uy(10, h - 10), ua(0, 180);
+  for (int i = 0; i < nuclei; ++i)
+    cv::ellipse(img, cv::Point(static_cast<int>(ux(rng)), static_cast<int>(uy(rng))), cv::Size(18, 7), ua(rng), 0, 360,
+                cv::Scalar(170, 140, 200), cv::FILLED, cv::LINE_AA);
+  cv::Mat noise(h, w, CV_8UC3);
+  cv::randn(noise, cv::Scalar::all(0), cv::Scalar::all(3));
+  cv::Mat out;
+  cv::add(img, noise, out, cv::noArray(), CV_8UC3);
+  return out;
+}
+
+// A metaphase-like figure: a dense, nearly black-blue chromatin bar with ragged edges, ~8 x 2.5 um.
+void draw_figure(cv::Mat& img, cv::Point c, double angle) {
+  cv::ellipse(img, c, cv::Size(16, 5), angle, 0, 360, cv::Scalar(45, 25, 80), cv::FILLED, cv::LINE_AA);
+  for (int k = -3; k <= 3; ++k) {
+    const double a = angle * CV_PI / 180.0;
+    const cv::Point p(c.x + static_cast<int>(k * 4 * std::cos(a)), c.y + static_cast<int>(k * 4 * std::sin(a)));
+    cv::circle(img, p + cv::Point(static_cast<int>(2 * std::sin(a * k)), 0), 3, cv::Scalar(35, 20, 70), cv::FILLED);
+  }
+}
+
+grade::MitosisParams all_scores() {
+  grade::MitosisParams p;
+  p.threshold = 0.0;
+  return p;
+}
+
+const grade::MitosisDetection* nearest(const std::vector<grade::MitosisDetection>& d, double x, double y) {
+  const grade::MitosisDetection* best = nullptr;
+  for (const auto& k : d)
+    if (!best || std::hypot(k.x - x, k.y - y) < std::hypot(best->x - x, best->y - y)) best = &k;
+  return best;
+}
+
+}  // namespace
+
+TEST_CASE("a drawn dark figure on stroma is a candidate and a detection at the right place") {
+  cv::Mat img = stroma(256, 256, 7, 12);
+  draw_figure(img, {140, 100}, 30);
+  const auto view = grade::make_view(img, 0.25);
+  const auto cands = grade::find_mitosis_candidates(view);
+  REQUIRE(!cands.empty());
+  bool near = false;
+  for (const auto& c : cands) near = near || std::hypot(c.x - 140, c.y - 100) <= 8;
+  CHECK(near);
+  // The pale nuclei are not dense enough to be candidates at all.
+  for (const auto& c : cands) CHECK(std::hypot(c.x - 140, c.y - 100) <= 24);
+  const auto det = grade::detect_mitoses(view, all_scores());
+  const auto* d = nearest(det, 140, 100);
+  REQUIRE(d != nullptr);
+  CHECK(std::hypot(d->x - 140, d->y - 100) <= 8);
+  CHECK(d->score >= 0.0);
+  CHECK(d->score <= 1.0);
+}
+
+TEST_CASE("plain stroma without dark objects gives no candidates and no detections") {
+  const auto view = grade::make_view(stroma(300, 200, 3, 10), 0.25);
+  CHECK(grade::find_mitosis_candidates(view).empty());
+  CHECK(grade::detect_mitoses(view, all_scores()).empty());
+}
+
+TEST_CASE("bad inputs and parameters throw grade::Error naming the value") {
+  CHECK_THROWS_AS(grade::detect_mitoses(grade::make_view(cv::Mat(), 0.25)), grade::Error);
+  CHECK_THROWS_AS(grade::detect_mitoses(grade::make_view(cv::Mat(64, 64, CV_8UC1, cv::Scalar(128)), 0.25)),
+                  grade::Error);
+  CHECK_THROWS_AS(grade::detect_mitoses(grade::make_view(cv::Mat(64, 64, CV_32FC3, cv::Scalar::all(0.5)), 0.25)),
+                  grade::Error);
+  CHECK_THROWS_AS(grade::detect_mitoses(grade::make_view(cv::Mat(64, 64, CV_8UC3, cv::Scalar::all(200)), 0.0)),
+                  grade::Error);
+  grade::MitosisParams p;
+  p.candidate_mpp = -1;
+  try {
+    grade::detect_mitoses(grade::make_view(cv::Mat(64, 64, CV_8UC3, cv::Scalar::all(200)), 0.25), p);
+    FAIL("no throw");
+  } catch (const grade::Error& e) {
+    CHECK(e.code() == grade::ErrorCode::invalid_argument);
+    CHECK(std::string(e.what()).find("candidate_mpp") != std::string::npos);
+  }
+  CHECK_THROWS_AS(grade::MitosisModel::from_onnx({1, 2, 3}), grade::Error);
+}
+
+TEST_CASE("detections are in level-0 coordinates: origin and downsample are honoured") {
+  cv::Mat img = stroma(256, 256, 11, 8);
+  draw_figure(img, {120, 90}, 0);
+  auto view = grade::make_view(img, 0.25);
+  const auto base = grade::detect_mitoses(view, all_scores());
+  REQUIRE(!base.empty());
+  view.x0 = 1000;
+  view.y0 = 4000;
+  const auto moved = grade::detect_mitoses(view, all_scores());
+  REQUIRE(moved.size() == base.size());
+  for (size_t i = 0; i < base.size(); ++i) {
+    CHECK(moved[i].x == doctest::Approx(base[i].x + 1000));
+    CHECK(moved[i].y == doctest::Approx(base[i].y + 4000));
+    CHECK(moved[i].score == doctest::Approx(base[i].score));
+  }
+  // The same pixels read from a pyramid level with downsample 2 (level 0 at 0.125 um/px): coordinates double.
+  view.downsample = 2.0;
+  const auto scaled = grade::detect_mitoses(view, all_scores());
+  REQUIRE(scaled.size() == base.size());
+  for (size_t i = 0; i < base.size(); ++i) {
+    CHECK(scaled[i].x == doctest::Approx(1000 + 2 * base[i].x));
+    CHECK(scaled[i].y == doctest::Approx(4000 + 2 * base[i].y));
+  }
+  // An image at 0.5 um/px (half the pixels): the figure is found at half the pixel coordinates.
+  cv::Mat half;
+  cv::resize(img, half, {128, 128}, 0, 0, cv::INTER_AREA);
+  const auto coarse = grade::detect_mitoses(grade::make_view(half, 0.5), all_scores());
+  const auto* d = nearest(coarse, 60, 45);
+  REQUIRE(d != nullptr);
+  CHECK(std::hypot(d->x - 60, d->y - 45) <= 5);
+}
+
+TEST_CASE("tiled detection equals whole-image detection") {
+  cv::Mat img = stroma(1024, 768, 5, 120);
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> ux(20, 1000), uy(20, 740), ua(0, 179);
+  for (int i = 0; i < 25; ++i) draw_figure(img, {ux(rng), uy(rng)}, ua(rng));
+  const auto p = all_scores();
+  auto whole = grade::detect_mitoses(grade::make_view(img, 0.25), p);
+  REQUIRE(whole.size() >= 10);
+  // Tiles of 512 px with a 128 px margin (multiples of the 4 px candidate grid); a detection belongs to its core.
+  std::vector<grade::MitosisDetection> tiled;
+  for (int ty = 0; ty < img.rows; ty += 512)
+    for (int tx = 0; tx < img.cols; tx += 512) {
+      const int x0 = std::max(0, tx - 128), y0 = std::max(0, ty - 128);
+      const int x1 = std::min(img.cols, tx + 512 + 128), y1 = std::min(img.rows, ty + 512 + 128);
+      grade::ImageView v = grade::make_view(img(cv::Rect(x0, y0, x1 - x0, y1 - y0)).clone(), 0.25);
+      v.x0 = x0;
+      v.y0 = y0;
+      for (const auto& d : grade::detect_mitoses(v, p))
+        if (d.x >= tx && d.x < tx + 512 && d.y >= ty && d.y < ty + 512) tiled.push_back(d);
+    }
+  auto key = [](const auto& a, const auto& b) { return a.y != b.y ? a.y < b.y : a.x < b.x; };
+  std::sort(whole.begin(), whole.end(), key);
+  std::sort(tiled.begin(), tiled.end(), key);
+  REQUIRE(tiled.size() == whole.size());
+  for (size_t i = 0; i < whole.size(); ++i) {
+    CHECK(tiled[i].x == whole[i].x);
+    CHECK(tiled[i].y == whole[i].y);
+    CHECK(tiled[i].score == doctest::Approx(whole[i].score).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("the embedded classifier gives torch's outputs (tools/train/train_mitosis.py test patterns)") {
+  // Logits printed by the training script for the same three crops ("test patterns (logits)").
+  const double torch_logits[3] = {0.07185, 0.07211, 0.07273};
+  for (int k = 0; k < 3; ++k) {
+    cv::Mat crop(64, 64, CV_8UC3);
+    for (int y = 0; y < 64; ++y)
+      for (int x = 0; x < 64; ++x)
+        for (int c = 0; c < 3; ++c) crop.at<cv::Vec3b>(y, x)[c] = static_cast<uchar>((x * 7 + y * 13 + c * 50 + k * 31) % 256);
+    const auto s = grade::score_mitosis_candidates(grade::make_view(crop, 0.25), {{32.0, 32.0, 1.0}});
+    REQUIRE(s.size() == 1);
+    CHECK(s[0] == doctest::Approx(1.0 / (1.0 + std::exp(-torch_logits[k]))).epsilon(1e-4));
+  }
+}
+
+TEST_CASE("grade-inspect mitoses tiles a large image and writes what detect_mitoses finds") {
+  // 2600 x 2300 px: more than one 2048 px tile each way, so the tiling path runs.
+  cv::Mat img = stroma(2600, 2300, 9, 900);
+  std::mt19937 rng(4);
+  std::uniform_int_distribution<int> ux(20, 2580), uy(20, 2280), ua(0, 179);
+  for (int i = 0; i < 60; ++i) draw_figure(img, {ux(rng), uy(rng)}, ua(rng));
+  grade::test::TempDir dir("mitosis-cli");
+  cv::Mat bgr;
+  cv::cvtColor(img, bgr, cv::COLOR_RGB2BGR);
+  REQUIRE(cv::imwrite((dir / "synthetic.png").string(), bgr));
+  const auto r = grade::test::run(grade::test::quote(grade::test::tool("grade-inspect").string()) +
+                                  " mitoses --mpp 0.25 --threads 2 --out " + grade::test::quote((dir / "out").string()) +
+                                  " " + grade::test::quote((dir / "synthetic.png").string()));
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  std::ifstream in(dir / "out" / "mitoses.csv");
+  std::string line;
+  REQUIRE(std::getline(in, line));
+  CHECK(line.rfind("image,x,y,score", 0) == 0);
+  std::vector<grade::MitosisDetection> csv;
+  while (std::getline(in, line)) {
+    std::stringstream ss(line);
+    std::string name, x, y, s;
+    std::getline(ss, name, ',');
+    std::getline(ss, x, ',');
+    std::getline(ss, y, ',');
+    std::getline(ss, s, ',');
+    CHECK(name == "synthetic");
+    csv.push_back({std::stod(x), std::stod(y), std::stod(s)});
+  }
+  auto whole = grade::detect_mitoses(grade::make_view(img, 0.25));
+  auto key = [](const auto& a, const auto& b) { return a.y != b.y ? a.y < b.y : a.x < b.x; };
+  std::sort(whole.begin(), whole.end(), key);
+  std::sort(csv.begin(), csv.end(), key);
+  REQUIRE(csv.size() == whole.size());
+  for (size_t i = 0; i < csv.size(); ++i) {
+    CHECK(csv[i].x == doctest::Approx(whole[i].x));
+    CHECK(csv[i].y == doctest::Approx(whole[i].y));
+    CHECK(csv[i].score == doctest::Approx(whole[i].score).epsilon(1e-4));
+  }
+}

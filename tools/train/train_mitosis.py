@@ -1,0 +1,298 @@
+#!/usr/bin/python3
+"""Trains libgrade's mitotic-figure classifier (libgrade/models/mitosis_cnn.onnx).
+
+Reproducible (fixed seeds, CPU, 2 threads):
+  cd /work/main && cmake --build build --target bench_mitosis_quality
+  build/benchmarks/bench_mitosis_quality --dump-candidates /tmp/mitosis_candidates.csv
+  nice -n 10 /usr/bin/python3 tools/train/train_mitosis.py --candidates /tmp/mitosis_candidates.csv \
+      --data ../shared/data --out libgrade/models/mitosis_cnn.onnx
+
+Data (../shared/data, never copied into the repository):
+  - positives: every candidate of libgrade's own stage 1 (find_mitosis_candidates, dumped by the benchmark above) within
+    16 px (4 um) of a figure listed in mitosis/amibr/mitoses.csv, plus a crop centred on each listed figure;
+  - negatives: every other candidate in the same AMi-Br patches more than 30 px from every figure (they are fully
+    annotated; candidates 16-30 px from a figure are left out of training) and every candidate in the
+    nucleus images (nuclei/consep, monuseg, cpm15), where figures are rare.
+Split by source image: the groups (AMi-Br dataset/source_image, CoNSeP source image train_N, MoNuSeg / CPM-15 image)
+are sorted per set and every 4th (index % 4 == 3) is held out; the model is trained on the other 3/4 only, so that
+benchmarks/bench_mitosis_quality measures it on unseen source images.
+
+Crops: 64x64 RGB at 0.25 um/px centred on floor(candidate) (image edges mirrored, BORDER_REFLECT_101), scaled to
+0..1, exactly as libgrade/src/mitosis.cpp makes them. The network is plain conv / batch-norm / ReLU / max-pool with
+global average pooling, which OpenCV 4.6 dnn runs; the script checks cv2.dnn against torch on held-out crops.
+"""
+import argparse
+import csv
+import math
+import os
+import random
+import sys
+import time
+from collections import defaultdict
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+
+CROP = 64
+PAD = 8  # extra context around the crop for shift augmentation
+
+
+def held_out_groups(groups_by_set):
+    held = set()
+    for s, gs in groups_by_set.items():
+        for i, g in enumerate(sorted(gs)):
+            if i % 4 == 3:
+                held.add(g)
+    return held
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+
+        def block(i, o):
+            return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(
+            *block(3, 8), nn.MaxPool2d(2),     # 64 -> 32
+            *block(8, 16), nn.MaxPool2d(2),    # 16
+            *block(16, 32), nn.MaxPool2d(2),   # 8
+            *block(32, 48), nn.MaxPool2d(2),   # 4
+            *block(48, 64),
+            nn.AdaptiveAvgPool2d(1))
+        self.fc = nn.Linear(64, 1)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.features(x), 1))
+
+
+def load_candidates(path):
+    rows = list(csv.DictReader(open(path)))
+    by_image = defaultdict(list)
+    for r in rows:
+        by_image[(r["set"], r["image"])].append(r)
+    return by_image
+
+
+def work_image(path, mpp, working=0.25):
+    img = cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    scale = mpp / working
+    if abs(scale - 1.0) > 0.02:
+        w = max(1, int(round(img.shape[1] * scale)))
+        h = max(1, int(round(img.shape[0] * scale)))
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return img
+
+
+def crops_at(img, pts, sx, sy, pad):
+    """80x80 (CROP + 2 pad) crops whose centre 64x64 is what the C++ code feeds the network for each point."""
+    m = CROP // 2 + pad + 2
+    big = cv2.copyMakeBorder(img, m, m, m, m, cv2.BORDER_REFLECT_101)
+    out = []
+    for (x, y) in pts:
+        left = int(math.floor(x * sx)) - CROP // 2 - pad + m
+        top = int(math.floor(y * sy)) - CROP // 2 - pad + m
+        out.append(big[top:top + CROP + 2 * pad, left:left + CROP + 2 * pad])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--candidates", required=True)
+    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--neg-per-epoch", type=int, default=9000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--init-only", action="store_true", help="export the untrained network (for bootstrapping)")
+    ap.add_argument("--scores-out", help="write held-out candidate scores (CSV) here")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(a.seed)
+    np.random.seed(a.seed)
+    random.seed(a.seed)
+    net = Net()
+    if a.init_only:
+        export(net, a.out)
+        return
+
+    t0 = time.time()
+    by_image = load_candidates(a.candidates)
+    gt = defaultdict(list)
+    for r in csv.DictReader(open(os.path.join(a.data, "mitosis/amibr/mitoses.csv"))):
+        gt[r["patch"]].append((float(r["x"]), float(r["y"]), r["class"]))
+    groups_by_set = defaultdict(set)
+    for (s, _), rows in by_image.items():
+        groups_by_set[s].add(rows[0]["group"])
+    held = held_out_groups(groups_by_set)
+
+    X = {"train": [], "test": []}
+    Y = {"train": [], "test": []}
+    META = {"train": [], "test": []}
+    for (s, name), rows in sorted(by_image.items()):
+        r0 = rows[0]
+        split = "test" if r0["group"] in held else "train"
+        mpp = float(r0["mpp"])
+        img = work_image(r0["path"], mpp)
+        src_h, src_w = int(r0["height"]), int(r0["width"])
+        sx, sy = img.shape[1] / src_w, img.shape[0] / src_h
+        pts, labels = [], []
+        figs = gt.get(name, []) if s == "amibr" else []
+        for r in rows:
+            if r["x"] == "":
+                continue  # an image without candidates
+            x, y = float(r["x"]), float(r["y"])
+            d = min((math.hypot(x - fx, y - fy) for fx, fy, _ in figs), default=1e9)
+            if split == "train" and 16 < d <= 30:
+                continue  # near a figure but not on it: neither a clean positive nor a negative
+            pts.append((x, y))
+            labels.append(1 if d <= (16 if split == "train" else 30) else 0)
+        if split == "train":
+            for fx, fy, _ in figs:  # the annotated centres themselves, as extra positives
+                pts.append((fx, fy))
+                labels.append(1)
+        if not pts:
+            continue
+        X[split] += crops_at(img, pts, sx, sy, PAD)
+        Y[split] += labels
+        META[split] += [(s, name, x, y) for (x, y) in pts]
+    for k in X:
+        X[k] = np.stack(X[k]) if X[k] else np.zeros((0, CROP + 2 * PAD, CROP + 2 * PAD, 3), np.uint8)
+        Y[k] = np.array(Y[k], np.float32)
+        print(f"{k}: {len(Y[k])} crops, {int(Y[k].sum())} positive", flush=True)
+    print(f"data loaded in {time.time() - t0:.0f}s", flush=True)
+
+    pos = np.nonzero(Y["train"] == 1)[0]
+    neg = np.nonzero(Y["train"] == 0)[0]
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    steps_per_epoch = (len(pos) + min(a.neg_per_epoch, len(neg))) // 128 + 1
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=a.epochs * steps_per_epoch)
+    lossf = nn.BCEWithLogitsLoss()
+    rng = np.random.default_rng(a.seed)
+    for ep in range(a.epochs):
+        net.train()
+        idx = np.concatenate([pos, rng.choice(neg, min(a.neg_per_epoch, len(neg)), replace=False)])
+        rng.shuffle(idx)
+        tl, n = 0.0, 0
+        for b in range(0, len(idx), 128):
+            bi = idx[b:b + 128]
+            xb = augment(X["train"][bi], rng)
+            yb = torch.from_numpy(Y["train"][bi]).unsqueeze(1)
+            opt.zero_grad()
+            loss = lossf(net(xb), yb)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tl += float(loss) * len(bi)
+            n += len(bi)
+        msg = f"epoch {ep + 1}/{a.epochs} loss {tl / n:.4f} ({time.time() - t0:.0f}s)"
+        if len(Y["test"]) and (ep % 3 == 2 or ep == a.epochs - 1):
+            s = predict(net, X["test"])
+            msg += " | held-out " + summary(s, Y["test"])
+        print(msg, flush=True)
+    export(net, a.out)
+    if len(Y["test"]):
+        s = predict(net, X["test"])
+        check_dnn(net, a.out, X["test"][:200])
+        if a.scores_out:
+            with open(a.scores_out, "w") as f:
+                f.write("set,image,x,y,label,score\n")
+                for (st, name, x, y), lab, sc in zip(META["test"], Y["test"], s):
+                    f.write(f"{st},{name},{x},{y},{int(lab)},{sc:.6f}\n")
+    # the synthetic inputs of tests/test_mitosis.cpp ("classifier matches torch"): print torch's logits for them
+    net.eval()
+    with torch.no_grad():
+        print("test patterns (logits):", [round(float(v), 5) for v in net(torch.from_numpy(test_patterns()))[:, 0]])
+    print(f"done in {time.time() - t0:.0f}s")
+
+
+def test_patterns():
+    """Deterministic 64x64 RGB crops also built by tests/test_mitosis.cpp: value (x*7 + y*13 + c*50 + k*31) % 256."""
+    out = np.zeros((3, 3, CROP, CROP), np.float32)
+    for k in range(3):
+        for c in range(3):
+            for y in range(CROP):
+                for x in range(CROP):
+                    out[k, c, y, x] = ((x * 7 + y * 13 + c * 50 + k * 31) % 256) / 255.0
+    return out
+
+
+def augment(batch, rng):
+    """Random shift (+-4 px), flips, 90-degree turns and stain-like colour jitter; returns N x 3 x 64 x 64 tensors."""
+    n = len(batch)
+    out = np.empty((n, CROP, CROP, 3), np.float32)
+    for i in range(n):
+        dx, dy = rng.integers(PAD - 4, PAD + 5, 2)
+        c = batch[i, dy:dy + CROP, dx:dx + CROP]
+        k = int(rng.integers(4))
+        c = np.rot90(c, k)
+        if rng.random() < 0.5:
+            c = c[:, ::-1]
+        out[i] = c
+    out /= 255.0
+    # colour: per-image, per-channel gain and offset in optical density (stain strength), then brightness
+    od = -np.log(np.clip(out, 1.0 / 255, 1.0))
+    gain = rng.uniform(0.75, 1.3, (n, 1, 1, 3)).astype(np.float32) * rng.uniform(0.85, 1.15, (n, 1, 1, 1)).astype(np.float32)
+    od = od * gain
+    out = np.exp(-od) + rng.uniform(-0.04, 0.04, (n, 1, 1, 1)).astype(np.float32)
+    out = np.clip(out, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(0, 3, 1, 2)))
+
+
+def centre(batch):
+    c = batch[:, PAD:PAD + CROP, PAD:PAD + CROP].astype(np.float32) / 255.0
+    return torch.from_numpy(np.ascontiguousarray(c.transpose(0, 3, 1, 2)))
+
+
+def predict(net, X):
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for b in range(0, len(X), 512):
+            out.append(torch.sigmoid(net(centre(X[b:b + 512])))[:, 0].numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def summary(s, y):
+    pos = y == 1
+    res = []
+    for t in (0.5, 0.8, 0.9, 0.95, 0.98):
+        res.append(f"t{t}: rec {np.mean(s[pos] >= t):.3f} fp {int(np.sum(s[~pos] >= t))}")
+    return ", ".join(res)
+
+
+def export(net, path):
+    net.eval()
+    dummy = torch.zeros(1, 3, CROP, CROP)
+    torch.onnx.export(net, dummy, path, input_names=["input"], output_names=["logit"], opset_version=11,
+                      dynamic_axes={"input": {0: "n"}, "logit": {0: "n"}}, do_constant_folding=True)
+    # torch 1.13 emits Identity nodes on constant weights, which OpenCV 4.6's importer rejects: fold them away.
+    import onnx
+    m = onnx.load(path)
+    inits = {i.name: i for i in m.graph.initializer}
+    for node in [n for n in m.graph.node if n.op_type == "Identity" and n.input[0] in inits]:
+        t = onnx.TensorProto()
+        t.CopyFrom(inits[node.input[0]])
+        t.name = node.output[0]
+        m.graph.initializer.append(t)
+        m.graph.node.remove(node)
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+    print(f"wrote {path} ({os.path.getsize(path)} bytes)", flush=True)
+
+
+def check_dnn(net, path, X):
+    """OpenCV dnn (the C++ run time) against torch on held-out crops."""
+    dnn = cv2.dnn.readNetFromONNX(path)
+    x = centre(X)
+    with torch.no_grad():
+        ref = net(x)[:, 0].numpy()
+    dnn.setInput(x.numpy())
+    got = dnn.forward().reshape(-1)
+    print(f"cv2.dnn vs torch on {len(ref)} held-out crops: max |logit difference| = {np.max(np.abs(got - ref)):.2e}",
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,10 @@
 // Quality of the necrosis map on ../shared/data/necrosis/osteosarcoma, cross-validated leave-one-case-out (each tile
 // is predicted by a model trained without its case), scored as ../shared/eval/eval_necrosis.py does.
 //
-//   bench_necrosis_quality [--data DIR] [--mpp 1.0] [--l2 X] [--csv OUT.csv] [--write-model libgrade/models/necrosis.yml]
+//   bench_necrosis_quality [--data DIR] [--mpp 1.0] [--l2 X] [--synth SLIDE.tiff TRUTH.json]... [--csv OUT.csv]
+//                          [--maps DIR] [--image IMG --image-mpp X] [--write-model libgrade/models/necrosis.yml]
 //
+// --synth adds a grade-synth slide to every fold's training set (cells labelled from its truth polygons);
 // --csv writes the out-of-fold predictions (image,necrotic_fraction) for eval_necrosis.py; --write-model trains on
 // all tiles and writes the model the library embeds (this is the training command).
 #include <chrono>
@@ -11,6 +13,8 @@
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "necrosis_eval.hpp"
 
@@ -19,7 +23,9 @@ using namespace grade::detail;
 
 int main(int argc, char** argv) {
   std::string data = std::string(GRADE_SHARED_DATA) + "/necrosis/osteosarcoma";
-  std::string csv, model_out, maps;
+  std::string csv, model_out, maps, extra_image;
+  double extra_mpp = 0.25;
+  std::vector<std::pair<std::string, std::string>> synth;
   double mpp = 1.0;
   NecrosisTrainParams tp;
   for (int i = 1; i < argc; ++i) {
@@ -35,17 +41,27 @@ int main(int argc, char** argv) {
     else if (a == "--csv") csv = next();
     else if (a == "--write-model") model_out = next();
     else if (a == "--maps") maps = next();
+    else if (a == "--image") extra_image = next();
+    else if (a == "--synth") {
+      const std::string tiff = next();
+      synth.emplace_back(tiff, next());
+    }
+    else if (a == "--image-mpp") extra_mpp = std::stod(next());
     else if (a == "--mpp") mpp = std::stod(next());
     else if (a == "--l2") tp.l2 = std::stod(next());
     else {
-      std::cerr << "usage: bench_necrosis_quality [--data DIR] [--mpp X] [--l2 X] [--csv OUT] [--write-model OUT]\n";
+      std::cerr << "usage: bench_necrosis_quality [--data DIR] [--mpp X] [--l2 X] [--synth TIFF JSON]... [--csv OUT] "
+                   "[--maps DIR] [--image IMG --image-mpp X] [--write-model OUT]\n";
       return 2;
     }
   }
   try {
     const auto t0 = std::chrono::steady_clock::now();
     const auto tiles = load_necrosis_tiles(data, mpp);
-    const auto res = cross_validate_necrosis(tiles, tp, {}, maps);
+    std::vector<NecrosisTrainingTile> extra;
+    for (const auto& [tiff, json] : synth)
+      for (auto& t : load_synth_training(tiff, json)) extra.push_back(std::move(t));
+    const auto res = cross_validate_necrosis(tiles, tp, {}, maps, extra);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("%-62s %6s %6s %8s\n", "tile (leave-one-case-out)", "case", "truth", "fraction");
     for (const auto& r : res)
@@ -62,8 +78,8 @@ int main(int argc, char** argv) {
       for (const auto& r : res) f << r.stem << "," << r.fraction << "\n";
     }
     // Resubstitution (trained and scored on all tiles), for reference only: the gap to the CV numbers is overfitting.
-    std::vector<NecrosisTrainingTile> all;
-    for (const auto& t : tiles) all.push_back({t.features, t.necrotic});
+    std::vector<NecrosisTrainingTile> all = extra;
+    for (const auto& t : tiles) all.push_back({t.features, t.necrotic, {}, 1.0});
     NecrosisModel m = train_necrosis_model(all, tp);
     std::vector<NecrosisTileResult> in;
     for (const auto& t : tiles) in.push_back({t.stem, t.group, t.necrotic, map_necrosis_with(t.view, {}, m).necrotic_fraction});
@@ -73,11 +89,30 @@ int main(int argc, char** argv) {
     for (size_t k = 0; k < names.size(); ++k)
       std::printf("  w[%-24s] = %+.3f (mean %.3f, sd %.3f)\n", names[k].c_str(), m.weights[k], m.mean[k], m.scale[k]);
     std::printf("  bias = %+.3f\n", m.bias);
+    if (!extra_image.empty()) {  // e.g. a grade-synth slide's level 0 (OpenCV reads its first page)
+      cv::Mat bgr = cv::imread(extra_image, cv::IMREAD_COLOR), rgb;
+      if (bgr.empty()) throw Error(ErrorCode::file_not_found, "cannot read " + extra_image);
+      cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+      const NecrosisMap em = map_necrosis_with(make_view(rgb, extra_mpp), {}, m);
+      if (!maps.empty()) {
+        cv::Mat p8;
+        em.probability.convertTo(p8, CV_8U, 255.0);
+        cv::imwrite(maps + "/extra_probability.png", p8);
+      }
+      std::printf("%s: necrotic fraction of tissue %.4f, tissue fraction %.4f\n", extra_image.c_str(),
+                  em.necrotic_fraction, em.tissue_fraction);
+    }
     if (!model_out.empty()) {
+      std::string synth_note, synth_args;
+      for (const auto& [tiff, json] : synth) {
+        synth_note += ", plus grade-synth slide " + tiff + " (cell labels from its truth, weight 2 tiles per class)";
+        synth_args += " --synth " + tiff + " " + json;
+      }
       m.provenance = "logistic regression (IRLS, l2=" + std::to_string(tp.l2) + ") on all " +
                      std::to_string(tiles.size()) +
                      " tiles of ../shared/data/necrosis/osteosarcoma (Leavey et al., TCIA 2019, CC BY 3.0) at mpp " +
-                     std::to_string(mpp) + "; command: bench_necrosis_quality --write-model " + model_out;
+                     std::to_string(mpp) + synth_note + "; command: bench_necrosis_quality" + synth_args +
+                     " --write-model " + model_out;
       write_necrosis_model(m, model_out);
       std::printf("wrote %s\n", model_out.c_str());
     }

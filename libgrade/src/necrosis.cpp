@@ -54,17 +54,23 @@ NecrosisMap map_necrosis_with(const ImageView& image, const NecrosisParams& para
   if (model.weights.size() != static_cast<size_t>(nf))
     throw Error(ErrorCode::model, "necrosis: the model has " + std::to_string(model.weights.size()) +
                                       " weights, the features are " + std::to_string(nf));
-  std::vector<float> wk(static_cast<size_t>(nf));
-  double b = model.bias;
-  for (int k = 0; k < nf; ++k) {
-    wk[static_cast<size_t>(k)] = static_cast<float>(model.weights[static_cast<size_t>(k)] / model.scale[static_cast<size_t>(k)]);
-    b -= model.weights[static_cast<size_t>(k)] * model.mean[static_cast<size_t>(k)] / model.scale[static_cast<size_t>(k)];
-  }
+  // Fold the standardisation into the weights: z = b + sum w'_k x_k.
+  auto fold = [&](const std::vector<double>& w, double bias, std::vector<float>& wk, double& b) {
+    wk.assign(static_cast<size_t>(nf), 0.0f);
+    b = bias;
+    for (size_t k = 0; k < static_cast<size_t>(nf); ++k) {
+      wk[k] = static_cast<float>(w[k] / model.scale[k]);
+      b -= w[k] * model.mean[k] / model.scale[k];
+    }
+  };
+  std::vector<float> wf;
+  double bf = 0;
+  fold(model.weights, model.bias, wf, bf);
   cv::Mat cell_p(gh, gw, CV_32F);
   for (int r = 0; r < gh * gw; ++r) {
     const float* x = f.values.ptr<float>(r);
-    double z = b;
-    for (int k = 0; k < nf; ++k) z += static_cast<double>(wk[static_cast<size_t>(k)] * x[k]);
+    double z = bf;
+    for (int k = 0; k < nf; ++k) z += static_cast<double>(wf[static_cast<size_t>(k)] * x[k]);
     cell_p.ptr<float>()[r] = static_cast<float>(1.0 / (1.0 + std::exp(-z)));
   }
 

@@ -19,6 +19,9 @@
 #include <string>
 #include <vector>
 
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -150,19 +153,60 @@ inline std::vector<NecrosisLabelledTile> load_necrosis_tiles(const std::filesyst
   return out;
 }
 
+// A grade-synth slide (level 0 read by OpenCV's TIFF reader) and its truth JSON as two training "tiles" with
+// cell-level labels: cells at least 80 % inside the truth's necrosis polygons (necrotic) and cells at most 5 % inside
+// (not necrotic); the cells in between (the border) are not used. Each weighs `weight` labelled tiles.
+inline std::vector<NecrosisTrainingTile> load_synth_training(const std::string& tiff, const std::string& truth_json,
+                                                            double weight = 2.0, const NecrosisParams& params = {}) {
+  std::ifstream in(truth_json);
+  if (!in) throw Error(ErrorCode::file_not_found, "cannot read " + truth_json);
+  const nlohmann::json truth = nlohmann::json::parse(in);
+  cv::Mat bgr = cv::imread(tiff, cv::IMREAD_COLOR), rgb;
+  if (bgr.empty()) throw Error(ErrorCode::file_not_found, "cannot read " + tiff);
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  double wmpp = 0;
+  const cv::Mat work = necrosis_working_image(make_view(rgb, truth.at("mpp").get<double>()), params, &wmpp);
+  bgr.release();
+  rgb.release();
+  const double sx = static_cast<double>(work.cols) / truth.at("width").get<double>();
+  const double sy = static_cast<double>(work.rows) / truth.at("height").get<double>();
+  NecrosisTrainingTile nec, viable;
+  nec.features = necrosis_features(work, wmpp, params.stains);
+  nec.necrotic = true;
+  viable.features = nec.features;
+  const int c = nec.features.cell_px, gh = nec.features.cell_tissue.rows, gw = nec.features.cell_tissue.cols;
+  cv::Mat mask = cv::Mat::zeros(gh * c, gw * c, CV_32F);
+  std::vector<std::vector<cv::Point>> polys;
+  for (const auto& poly : truth.at("necrosis_polygons")) {
+    std::vector<cv::Point> pts;
+    for (const auto& pt : poly)
+      pts.emplace_back(static_cast<int>(std::lround(pt.at(0).get<double>() * sx)),
+                       static_cast<int>(std::lround(pt.at(1).get<double>() * sy)));
+    polys.push_back(std::move(pts));
+  }
+  cv::fillPoly(mask, polys, cv::Scalar(1.0));
+  cv::Mat frac;
+  cv::resize(mask, frac, cv::Size(gw, gh), 0, 0, cv::INTER_AREA);
+  nec.cells = frac >= 0.8f;
+  nec.weight = viable.weight = weight;
+  viable.cells = frac <= 0.05f;
+  return {nec, viable};
+}
+
 // Leave-one-case-out: each tile is predicted (through map_necrosis_with, the run-time path) by a model trained on
 // the other cases only.
 inline std::vector<NecrosisTileResult> cross_validate_necrosis(const std::vector<NecrosisLabelledTile>& tiles,
                                                                const NecrosisTrainParams& train = {},
                                                                const NecrosisParams& params = {},
-                                                               const std::string& maps_dir = {}) {
+                                                               const std::string& maps_dir = {},
+                                                               const std::vector<NecrosisTrainingTile>& extra = {}) {
   std::set<std::string> groups;
   for (const auto& t : tiles) groups.insert(t.group);
   std::vector<NecrosisTileResult> out(tiles.size());
   for (const auto& g : groups) {
-    std::vector<NecrosisTrainingTile> tr;
+    std::vector<NecrosisTrainingTile> tr = extra;  // e.g. synthetic slides: no case of their own, in every fold
     for (const auto& t : tiles)
-      if (t.group != g) tr.push_back({t.features, t.necrotic});
+      if (t.group != g) tr.push_back({t.features, t.necrotic, {}, 1.0});
     const NecrosisModel m = train_necrosis_model(tr, train);
     for (size_t i = 0; i < tiles.size(); ++i)
       if (tiles[i].group == g) {

@@ -68,6 +68,40 @@ inline double window_sum(const cv::Mat& integral, int i, int j, int k, int gh, i
          integral.at<double>(i0, j0);
 }
 
+// L2-penalised logistic regression by Newton's method (IRLS) on the first `d` columns of `x` (column 0 is the
+// constant 1, not penalised). Deterministic: plain sums in a fixed order.
+std::vector<double> fit_logistic(const cv::Mat& x, const std::vector<double>& y, const std::vector<double>& wt, int d,
+                                 double lambda, int iterations) {
+  const size_t n = y.size();
+  cv::Mat beta = cv::Mat::zeros(d, 1, CV_64F);
+  for (int it = 0; it < iterations; ++it) {
+    cv::Mat grad = cv::Mat::zeros(d, 1, CV_64F), hess = cv::Mat::zeros(d, d, CV_64F);
+    for (size_t i = 0; i < n; ++i) {
+      const double* xr = x.ptr<double>(static_cast<int>(i));
+      double z = 0;
+      for (int k = 0; k < d; ++k) z += xr[k] * beta.at<double>(k);
+      const double p = 1.0 / (1.0 + std::exp(-z));
+      const double g = wt[i] * (p - y[i]), hw = wt[i] * std::max(p * (1.0 - p), 1e-9);
+      for (int a = 0; a < d; ++a) {
+        grad.at<double>(a) += g * xr[a];
+        double* hr = hess.ptr<double>(a);
+        for (int b = a; b < d; ++b) hr[b] += hw * xr[a] * xr[b];
+      }
+    }
+    for (int a = 0; a < d; ++a)
+      for (int b = 0; b < a; ++b) hess.at<double>(a, b) = hess.at<double>(b, a);
+    for (int a = 1; a < d; ++a) {
+      grad.at<double>(a) += lambda * beta.at<double>(a);
+      hess.at<double>(a, a) += lambda;
+    }
+    cv::Mat step;
+    cv::solve(hess, grad, step, cv::DECOMP_CHOLESKY);
+    beta -= step;
+    if (cv::norm(step, cv::NORM_INF) < 1e-7) break;
+  }
+  return std::vector<double>(beta.begin<double>(), beta.end<double>());
+}
+
 }  // namespace
 
 int necrosis_feature_count() { return static_cast<int>(scales_cells.size()) * per_scale; }
@@ -243,20 +277,27 @@ NecrosisModel train_necrosis_model(const std::vector<NecrosisTrainingTile>& tile
   std::vector<double> y, wt;
   double tiles_pos = 0, tiles_neg = 0;
   std::vector<int> used(tiles.size(), 0);
+  auto usable = [&](size_t t, int r) {
+    const auto& tile = tiles[t];
+    return tile.features.cell_tissue.ptr<float>()[r] >= params.min_cell_tissue &&
+           (tile.cells.empty() || tile.cells.ptr<unsigned char>()[r] != 0);
+  };
   for (size_t t = 0; t < tiles.size(); ++t) {
     const auto& f = tiles[t].features;
+    if (!tiles[t].cells.empty() && (tiles[t].cells.type() != CV_8U || tiles[t].cells.size() != f.cell_tissue.size()))
+      throw Error(ErrorCode::invalid_argument, "necrosis training: a tile's cell mask does not match its cell grid");
     for (int r = 0; r < f.values.rows; ++r)
-      if (f.cell_tissue.ptr<float>()[r] >= params.min_cell_tissue) ++used[t];
-    if (used[t] > 0) (tiles[t].necrotic ? tiles_pos : tiles_neg) += 1;
+      if (usable(t, r)) ++used[t];
+    if (used[t] > 0) (tiles[t].necrotic ? tiles_pos : tiles_neg) += tiles[t].weight;
   }
   if (tiles_pos == 0 || tiles_neg == 0)
     throw Error(ErrorCode::invalid_argument, "necrosis training: need tissue tiles of both classes");
   for (size_t t = 0; t < tiles.size(); ++t) {
     if (used[t] == 0) continue;
     const auto& f = tiles[t].features;
-    const double tw = 0.5 / ((tiles[t].necrotic ? tiles_pos : tiles_neg) * used[t]);
+    const double tw = 0.5 * tiles[t].weight / ((tiles[t].necrotic ? tiles_pos : tiles_neg) * used[t]);
     for (int r = 0; r < f.values.rows; ++r)
-      if (f.cell_tissue.ptr<float>()[r] >= params.min_cell_tissue) {
+      if (usable(t, r)) {
         rows.push_back(f.values.ptr<float>(r));
         y.push_back(tiles[t].necrotic ? 1.0 : 0.0);
         wt.push_back(tw);
@@ -285,35 +326,9 @@ NecrosisModel train_necrosis_model(const std::vector<NecrosisTrainingTile>& tile
       xr[k + 1] = (rows[i][k] - m.mean[static_cast<size_t>(k)]) / m.scale[static_cast<size_t>(k)];
   }
   const double lambda = params.l2 * 1e-3;
-  cv::Mat beta = cv::Mat::zeros(d, 1, CV_64F);
-  for (int it = 0; it < params.iterations; ++it) {
-    cv::Mat grad = cv::Mat::zeros(d, 1, CV_64F), hess = cv::Mat::zeros(d, d, CV_64F);
-    for (size_t i = 0; i < n; ++i) {
-      const double* xr = x.ptr<double>(static_cast<int>(i));
-      double z = 0;
-      for (int k = 0; k < d; ++k) z += xr[k] * beta.at<double>(k);
-      const double p = 1.0 / (1.0 + std::exp(-z));
-      const double g = wt[i] * (p - y[i]), hw = wt[i] * std::max(p * (1.0 - p), 1e-9);
-      for (int a = 0; a < d; ++a) {
-        grad.at<double>(a) += g * xr[a];
-        double* hr = hess.ptr<double>(a);
-        for (int b = a; b < d; ++b) hr[b] += hw * xr[a] * xr[b];
-      }
-    }
-    for (int a = 0; a < d; ++a)
-      for (int b = 0; b < a; ++b) hess.at<double>(a, b) = hess.at<double>(b, a);
-    for (int a = 1; a < d; ++a) {
-      grad.at<double>(a) += lambda * beta.at<double>(a);
-      hess.at<double>(a, a) += lambda;
-    }
-    cv::Mat step;
-    cv::solve(hess, grad, step, cv::DECOMP_CHOLESKY);
-    beta -= step;
-    if (cv::norm(step, cv::NORM_INF) < 1e-7) break;
-  }
-  m.bias = beta.at<double>(0);
-  m.weights.resize(static_cast<size_t>(nf));
-  for (int k = 0; k < nf; ++k) m.weights[static_cast<size_t>(k)] = beta.at<double>(k + 1);
+  const std::vector<double> beta = fit_logistic(x, y, wt, d, lambda, params.iterations);
+  m.bias = beta[0];
+  m.weights.assign(beta.begin() + 1, beta.end());
   return m;
 }
 

@@ -44,10 +44,14 @@ void write_necrosis_model(const NecrosisModel& model, const std::string& path);
 struct NecrosisTrainingTile {
   NecrosisFeatures features;
   bool necrotic = false;
+  // Optional CV_8U mask over the cell grid (non-zero = use the cell): lets one image with pixel-level truth (a
+  // grade-synth slide) give a necrotic and a viable training "tile".
+  cv::Mat cells;
+  double weight = 1.0;  // relative to a labelled tile
 };
 
 struct NecrosisTrainParams {
-  double l2 = 10.0;         // ridge penalty on the standardised weights (x 1e-3, total sample weight is 1)
+  double l2 = 3.0;          // ridge penalty on the standardised weights (x 1e-3, total sample weight is 1)
   int iterations = 30;      // Newton (IRLS) steps at most
   double min_cell_tissue = 0.5;
 };

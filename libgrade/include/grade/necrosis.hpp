@@ -11,7 +11,8 @@
 // collagen are smooth but dense; viable tissue is crisp). A logistic regression on the standardised features gives a
 // probability per cell, interpolated to every pixel. The model is trained on tile-labelled H&E tiles (post-
 // chemotherapy osteosarcoma: Leavey et al., TCIA 2019, doi:10.7937/tcia.2019.bvhjhdas; Arunachalam et al., PLoS ONE
-// 2019) with leave-one-case-out cross-validation; see benchmarks/README.md for the numbers and the training command.
+// 2019) with leave-one-case-out cross-validation, plus one grade-synth slide whose truth labels every cell (it teaches
+// the pale, smooth synthetic necrosis and pins the border); see benchmarks/README.md for the numbers and the command.
 // Why a linear model on few features: 30 labelled tiles from 4 cases cannot support a large model, and the features
 // keep their meaning on other tissues.
 #include <cstdint>

@@ -138,6 +138,26 @@ TEST_CASE("region smaller than the window: bounding box, scaled count") {
   CHECK(r2.ci95_high == doctest::Approx(7.2247 * r2.scale).epsilon(1e-3));
 }
 
+TEST_CASE("bounds keep the window on the slide") {
+  // A 2000 x 2000 px mask whose last cells reach past a 1950 x 1990 px slide.
+  cv::Mat mask(20, 20, CV_8U, cv::Scalar(1));
+  std::vector<MitosisDetection> d{{100, 100, 1}, {1960, 1000, 1}, {1000, 1995, 1}};
+  const auto r = count_mitoses(d, mask, 100.0, 0, 0, 0.25, {}, Rect64{0, 0, 1950, 1990});
+  CHECK(r.window == Rect64{0, 0, 1950, 1990});
+  CHECK(r.raw_count == 1);
+  CHECK(r.scale == doctest::Approx(5267.0 * 5267.0 / (1950.0 * 1990.0)));
+  // With a large window-sized region, bounds clip the search range.
+  cv::Mat big(100, 100, CV_8U, cv::Scalar(1));
+  std::vector<MitosisDetection> e;
+  for (int k = 0; k < 5; ++k) e.push_back({9950.0 + k, 5000.0 + k, 1});  // beyond the 9900-px bound
+  for (int k = 0; k < 3; ++k) e.push_back({1000.0 + k, 1000.0 + k, 1});
+  const auto r2 = count_mitoses(e, big, 100.0, 0, 0, 0.25, {}, Rect64{0, 0, 9900, 10000});
+  CHECK(r2.raw_count == 3);
+  CHECK(r2.window.x + r2.window.width <= 9900);
+  const auto r3 = count_mitoses(e, big, 100.0, 0, 0, 0.25);
+  CHECK(r3.raw_count == 5);
+}
+
 TEST_CASE("empty region and bad arguments") {
   cv::Mat mask(10, 10, CV_8U, cv::Scalar(0));
   const auto r = count_mitoses({{5, 5, 1}}, mask, 10.0, 0, 0, 0.25);

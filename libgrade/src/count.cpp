@@ -240,7 +240,8 @@ void poisson_ci95(int count, double& low, double& high) {
 }
 
 MitoticCount count_mitoses(const std::vector<MitosisDetection>& detections, const cv::Mat& region, double region_ds,
-                           std::int64_t region_x0, std::int64_t region_y0, double mpp0, const HpfParams& hpf) {
+                           std::int64_t region_x0, std::int64_t region_y0, double mpp0, const HpfParams& hpf,
+                           const Rect64& bounds) {
   if (region.empty() || region.type() != CV_8UC1)
     throw Error(ErrorCode::invalid_argument, "count: the region mask must be a non-empty CV_8U image, got type " +
                                                  std::to_string(region.type()) + " (" + std::to_string(region.cols) +
@@ -269,15 +270,26 @@ MitoticCount count_mitoses(const std::vector<MitosisDetection>& detections, cons
       }
   }
   r.region_area_mm2 = static_cast<double>(on) * region_ds * region_ds * px_mm2;
-  if (on == 0) {
+  std::int64_t bx = 0, by = 0, bw = 0, bh = 0;
+  if (on > 0) {
+    bx = region_x0 + static_cast<std::int64_t>(std::floor(j0 * region_ds));
+    by = region_y0 + static_cast<std::int64_t>(std::floor(i0 * region_ds));
+    std::int64_t bx1 = region_x0 + static_cast<std::int64_t>(std::ceil((j1 + 1) * region_ds));
+    std::int64_t by1 = region_y0 + static_cast<std::int64_t>(std::ceil((i1 + 1) * region_ds));
+    if (bounds.width > 0 && bounds.height > 0) {
+      bx = std::max(bx, bounds.x);
+      by = std::max(by, bounds.y);
+      bx1 = std::min(bx1, bounds.x + bounds.width);
+      by1 = std::min(by1, bounds.y + bounds.height);
+    }
+    bw = std::max<std::int64_t>(0, bx1 - bx);
+    bh = std::max<std::int64_t>(0, by1 - by);
+  }
+  if (bw == 0 || bh == 0) {
     r.score = mitosis_score(0);
     poisson_ci95(0, r.ci95_low, r.ci95_high);
     return r;
   }
-  const std::int64_t bx = region_x0 + static_cast<std::int64_t>(std::floor(j0 * region_ds));
-  const std::int64_t by = region_y0 + static_cast<std::int64_t>(std::floor(i0 * region_ds));
-  const std::int64_t bw = region_x0 + static_cast<std::int64_t>(std::ceil((j1 + 1) * region_ds)) - bx;
-  const std::int64_t bh = region_y0 + static_cast<std::int64_t>(std::ceil((i1 + 1) * region_ds)) - by;
 
   // Detections inside the region.
   std::vector<detail::Point> pts;

@@ -52,10 +52,13 @@ struct MitoticCount {
 
 // `region` is a CV_8U mask (non-zero = tumour) whose pixel (i, j) covers level-0 pixels
 // [j*ds, (j+1)*ds) x [i*ds, (i+1)*ds) offset by (region_x0, region_y0); `mpp0` is micrometres per level-0 pixel.
-// Detections outside the region are ignored. An empty region gives count 0 and an empty window. Throws
-// grade::Error(invalid_argument) naming the bad value (mask type, ds, mpp0, hpf area, fields).
+// Detections outside the region are ignored. An empty region gives count 0 and an empty window. `bounds` (level-0
+// pixels, e.g. {0, 0, slide width, slide height}), when not empty, keeps the window inside it: the region's bounding
+// box is clipped to it (a mask whose last cells reach past the slide's edge then cannot push the window off the slide).
+// Throws grade::Error(invalid_argument) naming the bad value (mask type, ds, mpp0, hpf area, fields).
 MitoticCount count_mitoses(const std::vector<MitosisDetection>& detections, const cv::Mat& region, double region_ds,
-                           std::int64_t region_x0, std::int64_t region_y0, double mpp0, const HpfParams& hpf = {});
+                           std::int64_t region_x0, std::int64_t region_y0, double mpp0, const HpfParams& hpf = {},
+                           const Rect64& bounds = {});
 
 // Exact (Garwood) Poisson 95 % interval for an observed count: [Gamma^-1(0.025; k), Gamma^-1(0.975; k + 1)] (lower
 // bound 0 for k = 0), e.g. 0 -> [0, 3.689], 10 -> [4.795, 18.39]. Throws for count < 0.

@@ -15,7 +15,7 @@ fi
 # The demo: 2 x 2 mm at 0.25 um/px (40x), a hotspot of ~22 mitoses per 10 HPF and 20 % necrosis. With the
 # pathologist's differentiation score 2 the truth grades it G2 (mitosis score 2 + necrosis score 1 + 2 = 5).
 "$synth" --quiet --seed 2026 --width 8000 --height 8000 --mpp 0.25 \
-  --hotspot-mitoses-per-10hpf 22 --background-mitoses-per-10hpf 3 --necrosis-percent 20 \
+  --hotspot-mitoses-per-10hpf 14 --background-mitoses-per-10hpf 3 --necrosis-percent 20 \
   --out "$here/demo.tiff" --truth "$here/demo.truth.json"
 
 if [ "${2:-}" = all ]; then
@@ -25,7 +25,7 @@ if [ "${2:-}" = all ]; then
   "$synth" "${common[@]}" --seed 11 --hotspot-mitoses-per-10hpf 3 --background-mitoses-per-10hpf 1 \
     --necrosis-percent 0 --out "$here/extra/g1.tiff" --truth "$here/extra/g1.truth.json"
   # G2 with differentiation 2: 10-19 mitoses (score 2), necrosis < 50 % (score 1).
-  "$synth" "${common[@]}" --seed 12 --hotspot-mitoses-per-10hpf 16 --background-mitoses-per-10hpf 2 \
+  "$synth" "${common[@]}" --seed 12 --hotspot-mitoses-per-10hpf 13 --background-mitoses-per-10hpf 2 \
     --necrosis-percent 20 --out "$here/extra/g2.tiff" --truth "$here/extra/g2.truth.json"
   # G3 with differentiation 2 or 3: >= 20 mitoses (score 3), necrosis >= 50 % (score 2). A bigger slide keeps a
   # full 10-HPF window of viable tumour beside the necrosis.

@@ -30,7 +30,7 @@ StainVectors SynthParams::synth_default_stains() {
     const double n = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
     return std::array<double, 3>{v[0] / n, v[1] / n, v[2] / n};
   };
-  return {unit({0.62, 0.73, 0.29}), unit({0.25, 0.88, 0.40})};
+  return {unit({0.62, 0.73, 0.29}), unit({0.24, 0.86, 0.45})};
 }
 
 namespace {
@@ -288,8 +288,9 @@ void Synth::make_textures() {
   for (auto& v : tex_.pixel) v = static_cast<float>(rng.u(-1.0, 1.0));
 }
 
-// Star-shaped polygon around (cx, cy): radius r(t) = rx/ry-scaled (1 + sum of harmonics), `n` vertices.
-Polygon star_polygon(Rng& rng, double cx, double cy, double rx, double ry, int n, double roughness) {
+// Star-shaped polygon around (cx, cy): radius r(t) = superellipse(t; exponent) x (1 + sum of harmonics), scaled so
+// that it just fits the box cx +- rx, cy +- ry; `n` vertices. Exponent 2 is an ellipse, 4 a rounded square.
+Polygon star_polygon(Rng& rng, double cx, double cy, double rx, double ry, int n, double roughness, double exponent = 2.0) {
   std::array<double, 6> amp{}, ph{};
   const std::array<int, 6> freq{2, 3, 4, 6, 9, 15};
   for (int k = 0; k < 6; ++k) {
@@ -302,8 +303,9 @@ Polygon star_polygon(Rng& rng, double cx, double cy, double rx, double ry, int n
     const double t = 2 * kPi * i / n;
     double v = 1.0;
     for (int k = 0; k < 6; ++k) v += amp[k] * std::sin(freq[k] * t + ph[k]);
-    f[i] = std::max(0.3, v);
-    fmax = std::max(fmax, f[i]);
+    const double base = std::pow(std::pow(std::abs(std::cos(t)), exponent) + std::pow(std::abs(std::sin(t)), exponent), -1.0 / exponent);
+    f[i] = std::max(0.3, v) * base;
+    fmax = std::max({fmax, std::abs(f[i] * std::cos(t)), std::abs(f[i] * std::sin(t))});
   }
   Polygon poly(n);
   for (int i = 0; i < n; ++i) {
@@ -314,34 +316,79 @@ Polygon star_polygon(Rng& rng, double cx, double cy, double rx, double ry, int n
   return poly;
 }
 
+// The part of `poly` on the side n.p >= d of a line whose position wavers by +-amp (a sine along the line, tapered
+// to zero where the line leaves the polygon): Sutherland-Hodgman clipping by a half-plane, then the cut edge is
+// resampled and displaced along the normal.
+Polygon cut_polygon(const Polygon& poly, double angle, double d, double amp, double wavelength, double phase) {
+  const double nx = std::cos(angle), ny = std::sin(angle);
+  auto side = [&](const cv::Point2f& q) { return q.x * nx + q.y * ny - d; };
+  Polygon out;
+  std::vector<char> on_cut;
+  for (std::size_t i = 0, m = poly.size(); i < m; ++i) {
+    const cv::Point2f a = poly[i], b = poly[(i + 1) % m];
+    const double sa = side(a), sb = side(b);
+    if (sa >= 0) {
+      out.push_back(a);
+      on_cut.push_back(0);
+    }
+    if ((sa >= 0) != (sb >= 0)) {
+      const double t = sa / (sa - sb);
+      out.push_back(a + (b - a) * static_cast<float>(t));
+      on_cut.push_back(1);
+    }
+  }
+  if (out.size() < 3 || amp <= 0) return out;
+  // Resample each cut segment (between two consecutive crossing points) and add the wave.
+  Polygon waved;
+  for (std::size_t i = 0, m = out.size(); i < m; ++i) {
+    waved.push_back(out[i]);
+    const std::size_t j = (i + 1) % m;
+    if (!(on_cut[i] && on_cut[j])) continue;
+    const cv::Point2f a = out[i], b = out[j];
+    const double len = cv::norm(b - a);
+    const int steps = std::max(2, static_cast<int>(len / (wavelength / 8)));
+    for (int k = 1; k < steps; ++k) {
+      const double t = static_cast<double>(k) / steps;
+      const cv::Point2f q = a + (b - a) * static_cast<float>(t);
+      const double along = q.x * -ny + q.y * nx;
+      const double w = amp * std::sin(2 * kPi * along / wavelength + phase) * std::sin(kPi * t);
+      waved.push_back(cv::Point2f(static_cast<float>(q.x + nx * w), static_cast<float>(q.y + ny * w)));
+    }
+  }
+  return waved;
+}
+
 double polygon_area(const Polygon& p) { return std::abs(cv::contourArea(p)); }
 
 void Synth::make_layout() {
   Rng rng(key(p_.seed, kTagLayout, 0, 0));
   const double cx = W_ / 2.0, cy = H_ / 2.0;
-  // Tissue: an irregular blob reaching tissue_fraction of the way to the edges (its widest point touches that).
-  tissue_ = star_polygon(rng, cx, cy, p_.tissue_fraction * W_ / 2.0, p_.tissue_fraction * H_ / 2.0, 256, 0.15);
+  // Tissue: an irregular rounded-square blob reaching tissue_fraction of the way to the edges.
+  tissue_ = star_polygon(rng, cx, cy, p_.tissue_fraction * W_ / 2.0, p_.tissue_fraction * H_ / 2.0, 256, 0.08, 3.0);
   tissue_bb_ = bbox_of(tissue_);
   tissue_area_px_ = polygon_area(tissue_);
 
-  // Necrosis: one region shaped like the tissue and scaled inside it when large; else 1-3 separate blobs.
+  // Necrosis: one side of the tumour cut off by a wavy line when extensive; else 1-3 separate irregular blobs.
   const double target = p_.necrosis_percent / 100.0 * tissue_area_px_;
   if (target > 0) {
     if (p_.necrosis_percent >= 20.0) {
-      // Radial scaling of the star-shaped tissue about its centre stays inside it when the scale (times the extra
-      // roughness) is < 1; the roughness multiplies the radius by at most 1.06.
-      Polygon shape(tissue_.size());
-      std::array<double, 3> ph{rng.u(0, 2 * kPi), rng.u(0, 2 * kPi), rng.u(0, 2 * kPi)};
-      for (std::size_t i = 0; i < tissue_.size(); ++i) {
-        const double t = 2 * kPi * static_cast<double>(i) / static_cast<double>(tissue_.size());
-        const double f = 1.0 + 0.03 * std::sin(3 * t + ph[0]) + 0.02 * std::sin(7 * t + ph[1]) + 0.01 * std::sin(13 * t + ph[2]);
-        shape[i] = cv::Point2f(static_cast<float>(cx + (tissue_[i].x - cx) * f), static_cast<float>(cy + (tissue_[i].y - cy) * f));
+      // Extensive necrosis: one side of the tumour, cut off by a wavy line (the viable rest is one block that can hold
+      // the mitotic hotspot). The line's offset is found by bisection so that the area is the requested one.
+      const double angle = rng.u(0, 2 * kPi), phase = rng.u(0, 2 * kPi);
+      const double amp = um(60), wavelength = um(700);
+      double lo = 1e30, hi = -1e30;
+      for (const auto& q : tissue_) {
+        const double v = q.x * std::cos(angle) + q.y * std::sin(angle);
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
       }
-      const double s = std::sqrt(target / polygon_area(shape));
-      Polygon poly(shape.size());
-      for (std::size_t i = 0; i < shape.size(); ++i)
-        poly[i] = cv::Point2f(static_cast<float>(cx + (shape[i].x - cx) * s), static_cast<float>(cy + (shape[i].y - cy) * s));
-      necrosis_.push_back(poly);
+      Polygon poly;
+      for (int it = 0; it < 60; ++it) {
+        const double d = (lo + hi) / 2;
+        poly = cut_polygon(tissue_, angle, d, amp, wavelength, phase);
+        if ((poly.size() >= 3 ? polygon_area(poly) : 0.0) > target) lo = d; else hi = d;
+      }
+      if (poly.size() >= 3) necrosis_.push_back(poly);
     } else {
       const int k = 1 + static_cast<int>(rng.next() % 3);
       for (int b = 0; b < k; ++b) {

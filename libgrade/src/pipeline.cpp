@@ -122,6 +122,7 @@ struct TileResult {
   double sum_area = 0.0, sum_elong = 0.0, sum_hod = 0.0;
   std::int64_t nuclei_cells = 0;  // tumour cells of the core when nuclei were analysed
   bool nuclei_done = false;
+  double read_s = 0.0, mitosis_s = 0.0, nuclei_s = 0.0, necrosis_s = 0.0;
 };
 
 }  // namespace
@@ -302,7 +303,9 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
   auto process = [&](std::size_t index) {
     const Tile& t = tiles[index];
     TileResult& out = results[index];
+    auto t0 = Clock::now();
     const ImageView fine = slide.read_region_at_mpp(t.read, read_mpp);
+    out.read_s = seconds_since(t0);
     auto in_core_tumour = [&](double x, double y) {
       if (x < static_cast<double>(t.core.x) || y < static_cast<double>(t.core.y) ||
           x >= static_cast<double>(t.core.x + t.core.width) || y >= static_cast<double>(t.core.y + t.core.height))
@@ -312,11 +315,14 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
     };
 
     // Mitoses.
+    t0 = Clock::now();
     for (const MitosisDetection& d : detect_mitoses(resample_to(fine, params.mitosis.working_mpp), params.mitosis))
       if (in_core_tumour(d.x, d.y)) out.mitoses.push_back(d);
+    out.mitosis_s = seconds_since(t0);
 
     // Nuclei (sampled tiles).
     if (t.nuclei) {
+      t0 = Clock::now();
       const NucleiResult nr = segment_nuclei(resample_to(fine, params.nuclei.working_mpp), params.nuclei);
       for (const Nucleus& n : nr.nuclei) {
         if (!in_core_tumour(n.x, n.y)) continue;
@@ -328,9 +334,11 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
       }
       out.nuclei_cells = cv::countNonZero(rep.tumour_grid(cv::Range(t.gy0, t.gy1), cv::Range(t.gx0, t.gx1)));
       out.nuclei_done = true;
+      out.nuclei_s = seconds_since(t0);
     }
 
     // Necrosis: the necrotic share of each core cell, from the map at the necrosis stage's resolution.
+    t0 = Clock::now();
     const ImageView coarse = resample_to(fine, params.necrosis.working_mpp);
     const NecrosisMap nm = map_necrosis(coarse, params.necrosis);
     for (int gy = t.gy0; gy < t.gy1; ++gy) {
@@ -351,6 +359,7 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
             static_cast<float>(cv::countNonZero(cell)) / static_cast<float>(cell.total());
       }
     }
+    out.necrosis_s = seconds_since(t0);
   };
 
   int threads = params.threads > 0 ? params.threads : static_cast<int>(std::thread::hardware_concurrency());
@@ -414,6 +423,10 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
   const auto t_agg = Clock::now();
   report_progress("aggregate", total, total, 0.95);
   for (const TileResult& r : results) {
+    rep.timings.read_s += r.read_s;
+    rep.timings.mitosis_s += r.mitosis_s;
+    rep.timings.nuclei_s += r.nuclei_s;
+    rep.timings.necrosis_s += r.necrosis_s;
     rep.mitoses.insert(rep.mitoses.end(), r.mitoses.begin(), r.mitoses.end());
     if (r.nuclei_done) {
       rep.nuclei.count += r.nuclei;

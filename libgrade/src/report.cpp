@@ -189,7 +189,11 @@ ordered_json report_object(const SlideReport& rep) {
   j["timings"] = {{"thumbnail_s", r(rep.timings.thumbnail_s, 3)},
                   {"tiles_s", r(rep.timings.tiles_s, 3)},
                   {"aggregate_s", r(rep.timings.aggregate_s, 3)},
-                  {"total_s", r(rep.timings.total_s, 3)}};
+                  {"total_s", r(rep.timings.total_s, 3)},
+                  {"tile_cpu_s", {{"read", r(rep.timings.read_s, 3)},
+                                  {"mitosis", r(rep.timings.mitosis_s, 3)},
+                                  {"nuclei", r(rep.timings.nuclei_s, 3)},
+                                  {"necrosis", r(rep.timings.necrosis_s, 3)}}}};
   j["files"] = {{"detections", detections_geojson_name}, {"overlay", overlay_png_name}, {"hotspot", hotspot_png_name}};
   return j;
 }

@@ -103,6 +103,8 @@ struct Timings {
   double tiles_s = 0.0;      // the tile pass
   double aggregate_s = 0.0;  // count, necrosis %, grading
   double total_s = 0.0;
+  // Summed over tiles (CPU-seconds across threads): where the tile pass spends its time.
+  double read_s = 0.0, mitosis_s = 0.0, nuclei_s = 0.0, necrosis_s = 0.0;
 };
 
 // Everything report.json holds, plus the low-resolution maps the overlay and GeoJSON writers draw from.

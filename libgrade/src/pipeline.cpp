@@ -454,7 +454,9 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
   if (rep.nuclei.analysed_area_mm2 > 0.0)
     rep.nuclei.density_per_mm2 = static_cast<double>(rep.nuclei.count) / rep.nuclei.analysed_area_mm2;
 
-  rep.mitotic_count = count_mitoses(rep.mitoses, rep.tumour_grid, cell_px, 0, 0, mpp0, params.hpf);
+  // The grid's last cells may reach past the slide's edge: bound the window to the slide (the convention).
+  rep.mitotic_count = count_mitoses(rep.mitoses, rep.tumour_grid, cell_px, 0, 0, mpp0, params.hpf,
+                                    Rect64{0, 0, rep.width, rep.height});
   const Rect64& w = rep.mitotic_count.window;
   for (const MitosisDetection& d : rep.mitoses)
     if (d.x >= static_cast<double>(w.x) && d.x < static_cast<double>(w.x + w.width) && d.y >= static_cast<double>(w.y) &&

@@ -342,15 +342,34 @@ int main(int argc, char** argv) {
 
     if (!quiet) std::cerr << kTool << ": " << tag << ": grading " << e.path.string() << "\n";
     const auto t0 = std::chrono::steady_clock::now();
+    const bool bar = !quiet && isatty(STDERR_FILENO) != 0;  // a percentage redrawn in place on a terminal
+    int last_pct = -1;
+    auto clear_bar = [&] {
+      if (bar && last_pct >= 0) std::cerr << "\r" << std::string(tag.size() + 40, ' ') << "\r";
+      last_pct = -1;
+    };
     try {
       grade::cli::ensure_directory(dir);
-      // A failed run must not leave an older report that looks like this run's result.
+      // A failed run must not leave an older report that looks like this run's result; temporary files left by a
+      // killed run are removed (only this process writes this slide's folder).
       std::error_code ec;
       fs::remove(dir / grade::report_json_name, ec);
+      for (const auto& f : fs::directory_iterator(dir, ec))
+        if (f.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove(f.path(), ec);
       grade::SlideOpenParams op;
       op.mpp_override = e.mpp;
       const grade::Slide slide = grade::Slide::open(e.path, op);
-      const grade::SlideReport report = grade::grade_slide(slide, params, {}, &g_cancel);
+      const grade::SlideReport report = grade::grade_slide(
+          slide, params,
+          [&](const grade::Progress& p) {
+            const int pct = static_cast<int>(p.fraction * 100.0);
+            if (!bar || pct == last_pct) return;
+            last_pct = pct;
+            std::cerr << "\r" << kTool << ": " << tag << ": " << std::setw(3) << pct << "% " << p.phase << "   "
+                      << std::flush;
+          },
+          &g_cancel);
+      clear_bar();
       if (g_cancel.load()) throw grade::Error(grade::ErrorCode::cancelled, e.slide + ": grading cancelled");
       grade::write_slide_outputs(slide, report, dir);
       const auto j = read_report(dir);
@@ -366,6 +385,7 @@ int main(int argc, char** argv) {
                   << " s)\n";
       }
     } catch (const grade::Error& err) {
+      clear_bar();
       if (err.code() == grade::ErrorCode::cancelled || g_cancel.load()) {
         std::cerr << kTool << ": interrupted; finished slides are kept: rerun with --resume to go on\n";
         return 130;
@@ -379,6 +399,7 @@ int main(int argc, char** argv) {
       ++n_failed;
       if (!quiet) std::cerr << kTool << ": " << tag << ": error: " << msg << "\n";
     } catch (const std::exception& err) {
+      clear_bar();
       if (g_cancel.load()) {
         std::cerr << kTool << ": interrupted; finished slides are kept: rerun with --resume to go on\n";
         return 130;

@@ -667,15 +667,18 @@ std::vector<Nucleus> Synth::make_cell(std::int64_t ci, std::int64_t cj) const {
       const double d = necrosis_dist(nu.x, nu.y, nu.ext + um(12));
       if (d > um(3)) {
         // Inside necrosis: no intact nucleus; a ghost outline of the dead cell, or karyorrhectic dust.
-        if (extra < 0.35) {
+        if (extra < 0.6) {
+          // The dead cell's eosinophilic body and outline, with a pale smudge where its nucleus was.
           Nucleus g = nu;
           g.kind = kGhost;
           g.a = static_cast<float>(um(rng.u(5, 8)));
           g.b = g.a * static_cast<float>(rng.u(0.7, 0.95));
           g.peak = 0.045f;
+          g.nucleolus = static_cast<float>(um(rng.u(2.0, 3.5)));
+          g.h2c = static_cast<float>(rng.u(0.08, 0.17));
           g.ext = g.a + 2;
           out.push_back(g);
-        } else if (extra < 0.7) {
+        } else if (extra < 0.85) {
           const int dots = 1 + static_cast<int>(rng.next() % 4);
           for (int q = 0; q < dots; ++q) {
             Nucleus dd;
@@ -840,8 +843,9 @@ void Synth::render_tile(std::int64_t tx, std::int64_t ty, const std::vector<cons
         const float ch = tex_.chromatin[t];
         const float En = 0.16f * (1.0f + 0.22f * mot + 0.12f * ch + 0.06f * fib);
         const float Hn = 0.025f * (1.0f + 0.3f * mot) + 0.006f * ch;
-        E = E * (1 - w) + En * w;
-        H = H * (1 - w) + Hn * w;
+        const float hole = std::clamp((-mot - 1.5f) * 1.5f, 0.0f, 1.0f) * 0.8f;  // lysed, empty spaces
+        E = E * (1 - w) + En * (1 - hole) * w;
+        H = H * (1 - w) + Hn * (1 - hole) * w;
       }
       E_map_[i] = std::max(E, 0.0f);
       H_map_[i] = std::max(H, 0.0f);
@@ -926,7 +930,9 @@ void Synth::render_tile(std::int64_t tx, std::int64_t ty, const std::vector<cons
             if (q > 1.3f) continue;
             const float dq = std::sqrt(q) - 1.0f;
             H_map_[i] += nu.peak * std::exp(-dq * dq * 60.0f);
-            if (q < 1.0f) E_map_[i] += 0.07f;
+            if (q < 1.0f) E_map_[i] += 0.09f;
+            const float r2 = (dx * dx + dy * dy) / (nu.nucleolus * nu.nucleolus);
+            if (r2 < 1.0f) H_map_[i] = std::max(H_map_[i], nu.h2c * std::min(1.0f, (1.0f - r2) * 2.0f));
             continue;
           }
           if (q >= 1.0f) continue;

@@ -274,3 +274,44 @@ TEST_CASE("grade-synth truth: the count over the whole slide equals the truth's 
                     << truth.at("hotspot").at("window").at("y") << ")");
   }
 }
+
+TEST_CASE("grade-synth truth: the count over the tissue region is within 20 % (or 2) of the truth's hotspot") {
+  // Region = the truth's tissue outline rasterised at 16 px per cell; window centres must lie on tissue, so the count
+  // may be a little lower than the slide-wide brute force, never higher.
+  grade::test::TempDir t("grade-count-tissue");
+  for (std::uint64_t seed : {11u, 12u}) {
+    CAPTURE(seed);
+    SynthParams p;
+    p.width_px = 6400;
+    p.height_px = 6400;
+    p.mpp = 0.5;  // 3.2 x 3.2 mm: larger than the 1.32 mm window
+    p.seed = seed;
+    p.hotspot_mitoses_per_10hpf = seed == 11 ? 30.0 : 14.0;
+    p.background_mitoses_per_10hpf = 3.0;
+    synthesize_slide(p, t / "s.tiff", t / "s.json");
+    std::ifstream in(t / "s.json");
+    const auto truth = nlohmann::json::parse(in);
+    const double ds = 16.0;
+    cv::Mat tissue(static_cast<int>(p.height_px / 16), static_cast<int>(p.width_px / 16), CV_8U, cv::Scalar(0));
+    std::vector<std::vector<cv::Point>> polys;
+    for (const auto& poly : truth.at("tissue_polygons")) {
+      std::vector<cv::Point> ring;
+      for (const auto& pt : poly)
+        ring.emplace_back(static_cast<int>(std::lround(pt.at(0).get<double>() / ds)),
+                          static_cast<int>(std::lround(pt.at(1).get<double>() / ds)));
+      polys.push_back(ring);
+    }
+    cv::fillPoly(tissue, polys, cv::Scalar(255));
+    std::vector<MitosisDetection> d;
+    for (const auto& m : truth.at("mitoses")) d.push_back({m.at("x").get<double>(), m.at("y").get<double>(), 1.0});
+    const auto r = count_mitoses(d, tissue, ds, 0, 0, p.mpp, {}, Rect64{0, 0, p.width_px, p.height_px});
+    const int want = truth.at("hotspot").at("count").get<int>();
+    MESSAGE("seed " << seed << ": " << d.size() << " mitoses, " << r.total_detected << " on the mask; count " << r.count
+                    << " (truth " << want << "), scaled " << r.scaled);
+    CHECK(!r.scaled);
+    CHECK(r.count <= want);
+    CHECK(std::abs(r.count - want) <= std::max(2.0, 0.2 * want));
+    const bool near_cutoff = (want >= 8 && want <= 11) || (want >= 18 && want <= 22);
+    if (!near_cutoff) CHECK(r.score == truth.at("mitosis_score").get<int>());
+  }
+}

@@ -42,6 +42,8 @@ void check_params(const GradeParams& p) {
   if (!(p.grid_um >= 1.0 && p.grid_um <= 64.0)) bad("grid_um must be in [1, 64] (got " + fmt(p.grid_um) + ")");
   if (!(p.thumbnail_mpp >= 1.0 && p.thumbnail_mpp <= 64.0))
     bad("thumbnail_mpp must be in [1, 64] (got " + fmt(p.thumbnail_mpp) + ")");
+  if (!(p.stain_mpp >= 0.25 && p.stain_mpp <= 64.0)) bad("stain_mpp must be in [0.25, 64] (got " + fmt(p.stain_mpp) + ")");
+  if (p.stain_max_pixels < 10'000) bad("stain_max_pixels must be >= 10000 (got " + std::to_string(p.stain_max_pixels) + ")");
   if (p.nuclei_sampling == NucleiSampling::sample && !(p.nuclei_sample_fraction > 0.0 && p.nuclei_sample_fraction <= 1.0))
     bad("nuclei_sample_fraction must be in (0, 1] (got " + fmt(p.nuclei_sample_fraction) + ")");
   if (!(p.hpf.hpf_area_mm2 > 0.0 && p.hpf.hpf_area_mm2 < 10.0))
@@ -198,7 +200,14 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
   const ImageView thumb = slide.read_thumbnail(params_in.thumbnail_mpp);
   throw_if_cancelled();
   const TissueMask tissue = detect_tissue(thumb, params_in.tissue);
-  rep.stains = estimate_stains(thumb, params_in.stain, tissue.mask);
+  {
+    // Stains on a finer overview, restricted to the tissue mask (resampled to it).
+    const ImageView fine = slide.read_thumbnail(std::max(params_in.stain_mpp, mpp0), params_in.stain_max_pixels);
+    cv::Mat mask;
+    cv::resize(tissue.mask, mask, fine.rgb.size(), 0, 0, cv::INTER_NEAREST);
+    throw_if_cancelled();
+    rep.stains = estimate_stains(fine, params_in.stain, mask);
+  }
   if (rep.stains.fallback)
     rep.warnings.push_back("stain vectors: standard H&E vectors used (" + rep.stains.warning + ")");
   rep.thumbnail = thumb.rgb;

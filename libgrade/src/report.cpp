@@ -122,6 +122,7 @@ ordered_json report_object(const SlideReport& rep) {
                      {"tile_margin_um", p.tile_margin_um},
                      {"grid_um", p.grid_um},
                      {"thumbnail_mpp", p.thumbnail_mpp},
+                     {"stain_mpp", p.stain_mpp},
                      {"nuclei_sampling", sampling_name(p.nuclei_sampling)},
                      {"nuclei_sample_fraction", p.nuclei_sample_fraction},
                      {"mitosis_threshold", p.mitosis.threshold},

@@ -58,7 +58,11 @@ struct GradeParams {
   double tile_um = 512.0;            // side of a tile's core (the part whose detections it keeps), micrometres
   double tile_margin_um = 24.0;      // context read around the core so border objects are seen whole
   double grid_um = 8.0;              // resolution of the tissue, tumour and necrosis maps (one cell, micrometres)
-  double thumbnail_mpp = 8.0;        // resolution of the thumbnail used for tissue detection, stains and overlays
+  double thumbnail_mpp = 8.0;        // resolution of the thumbnail used for tissue detection and overlays
+  // The stain estimate runs on a finer overview (at 8 um/px nuclei and stroma blur into one colour and Macenko's two
+  // extreme angles move together): stain_mpp, or coarser so that it stays under stain_max_pixels.
+  double stain_mpp = 2.0;
+  std::int64_t stain_max_pixels = 8'000'000;
 
   NucleiSampling nuclei_sampling = NucleiSampling::sample;
   double nuclei_sample_fraction = 0.25;  // with NucleiSampling::sample

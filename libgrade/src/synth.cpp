@@ -460,7 +460,7 @@ Mitosis Synth::make_figure(Rng& rng, double x, double y) const {
   m.y = y;
   const double w = rng.u();
   m.phase = w < 0.2 ? kProphase : w < 0.55 ? kMetaphase : w < 0.7 ? kAnaphase : w < 0.85 ? kTelophase : kAtypical;
-  m.peak = static_cast<float>(rng.u(0.92, 1.12));
+  m.peak = static_cast<float>(rng.u(1.0, 1.2));
   const double phi = rng.u(0, kPi);
   const double c = std::cos(phi), s = std::sin(phi);
   // Rods in micrometres in the figure's frame (u along the spindle axis, v along the plate), rotated to the slide.
@@ -633,7 +633,7 @@ std::vector<Nucleus> Synth::make_cell(std::int64_t ci, std::int64_t cj) const {
       major = rng.u(14, 24);
       minor = rng.u(3.0, 4.8);
       angle = orientation(nu.x, nu.y) + rng.normal() * 0.12;
-      nu.peak = static_cast<float>(rng.u(0.42, 0.62));
+      nu.peak = static_cast<float>(rng.u(0.48, 0.66));
     } else if (rng.u() < p_.pleomorphic_fraction) {
       nu.kind = kPleomorphic;
       major = rng.u(11, 20);
@@ -649,7 +649,7 @@ std::vector<Nucleus> Synth::make_cell(std::int64_t ci, std::int64_t cj) const {
       major = rng.u(7, 11);
       minor = major * rng.u(0.75, 0.95);
       angle = rng.u(0, kPi);
-      nu.peak = static_cast<float>(rng.u(0.4, 0.55));
+      nu.peak = static_cast<float>(rng.u(0.42, 0.58));
       if (rng.u() < 0.6) nu.nucleolus = static_cast<float>(um(rng.u(0.6, 1.0)));
     }
     const double extra = rng.u();  // used by necrotic objects below
@@ -812,8 +812,8 @@ void Synth::render_tile(std::int64_t tx, std::int64_t ty, const std::vector<cons
       const double xu = x * p_.mpp, yu = y * p_.mpp;
       const std::size_t k = static_cast<std::size_t>(j * n + i);
       grid_[k] = static_cast<float>(orientation(x, y) / kPi * NORI);
-      grid_[k + nn] = static_cast<float>(0.19 + 0.15 * fbm(p_.seed, kTagField + 30, xu, yu, 150.0));
-      grid_[k + 2 * nn] = static_cast<float>(0.02 + 0.05 * fbm(p_.seed, kTagField + 40, xu, yu, 120.0));
+      grid_[k + nn] = static_cast<float>(0.17 + 0.14 * fbm(p_.seed, kTagField + 30, xu, yu, 150.0));
+      grid_[k + 2 * nn] = static_cast<float>(0.012 + 0.035 * fbm(p_.seed, kTagField + 40, xu, yu, 120.0));
     }
   upsample_grid(grid_.data(), n, g, M, S, ori_.data());
   upsample_grid(grid_.data() + nn, n, g, M, S, e0_.data());
@@ -835,7 +835,7 @@ void Synth::render_tile(std::int64_t tx, std::int64_t ty, const std::vector<cons
       const float mot = tex_.mottle[t];
       float E = e0_[i] * (1.0f + 0.10f * fib + 0.16f * mot + 0.07f * tex_.chromatin[t]);
       float H = h0_[i] * (1.0f + 0.35f * mot) + 0.008f * fib;
-      const float gap = std::clamp((-fib - 2.0f) * 1.5f, 0.0f, 1.0f);  // white clefts between fibres
+      const float gap = std::clamp((-fib - 1.8f) * 1.5f, 0.0f, 1.0f);  // white clefts between fibres
       E *= 1.0f - 0.8f * gap;
       H *= 1.0f - 0.8f * gap;
       if (any_necrosis && nm[x]) {
@@ -940,10 +940,10 @@ void Synth::render_tile(std::int64_t tx, std::int64_t ty, const std::vector<cons
           const float ch = std::clamp(tex_.chromatin[tex_index(x, y)], -1.5f, 1.5f);
           float val;
           switch (nu.kind) {
-            case kSpindle: val = nu.peak * (0.88f + 0.2f * q + 0.09f * ch); break;
+            case kSpindle: val = nu.peak * (0.9f + 0.12f * q + 0.12f * ch); break;
             case kRound: {
               // Vesicular: darker membrane, lighter centre, a nucleolus.
-              val = nu.peak * (0.8f + 0.3f * q + 0.12f * ch);
+              val = nu.peak * (0.8f + 0.3f * q + 0.16f * ch);
               if (nu.nucleolus > 0) {
                 const float ddx = dx + nu.a * 0.2f, ddy = dy - nu.b * 0.15f;
                 if (ddx * ddx + ddy * ddy < nu.nucleolus * nu.nucleolus) val += 0.25f;

@@ -166,7 +166,7 @@ void PyramidTiffWriter::finish() {
     Level& l = *levels_[k];
     if (!TIFFWriteDirectory(l.tif)) throw Error(ErrorCode::io, l.temp_path.string() + ": cannot finish the level");
     TIFFClose(l.tif);
-    l.tif = open_tiff(l.temp_path, "r");
+    l.tif = open_tiff(l.temp_path, "rm");  // no memory-mapping: RSS would grow with the level's size
     TIFFSetField(l.tif, TIFFTAG_JPEGCOLORMODE, JPEGCOLORMODE_RGB);
     set_tags(l0.tif, path_, l.width, l.height, tile_px_, quality_, mpp_ * l.downsample, true, "");
     const std::uint32_t n = TIFFNumberOfTiles(l.tif);

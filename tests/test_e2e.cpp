@@ -93,7 +93,7 @@ TEST_CASE("e2e: G1, G2 and G3 slides are graded exactly") {
     check_graded_exactly(grade_slide(s.slide, dir / "g2", "-d 2 --threads 2 --nuclei none"), read_json(s.truth), 2, 2);
   }
   SUBCASE("G3: many mitoses, extensive necrosis, differentiation 3") {
-    const Synth s = synth(dir, "g3", "--seed 13 --hotspot-mitoses-per-10hpf 60 --background-mitoses-per-10hpf 8 "
+    const Synth s = synth(dir, "g3", "--seed 13 --hotspot-mitoses-per-10hpf 90 --background-mitoses-per-10hpf 8 "
                                      "--necrosis-percent 60");
     const json rep = grade_slide(s.slide, dir / "g3", "--subtype 'pleomorphic leiomyosarcoma' --threads 2 --nuclei none");
     check_graded_exactly(rep, read_json(s.truth), 3, 3);

@@ -1,7 +1,7 @@
 // Quality of the necrosis map on ../shared/data/necrosis/osteosarcoma, cross-validated leave-one-case-out (each tile
 // is predicted by a model trained without its case), scored as ../shared/eval/eval_necrosis.py does.
 //
-//   bench_necrosis_quality [--data DIR] [--mpp 1.0] [--l2 X] [--synth SLIDE.tiff TRUTH.json]... [--csv OUT.csv]
+//   bench_necrosis_quality [--data DIR] [--mpp 1.0] [--l2 X] [--synth SLIDE.tiff TRUTH.json]... [--synth-weight W] [--csv OUT.csv]
 //                          [--maps DIR] [--image IMG --image-mpp X] [--write-model libgrade/models/necrosis.yml]
 //
 // --synth adds a grade-synth slide to every fold's training set (cells labelled from its truth polygons);
@@ -24,7 +24,9 @@ using namespace grade::detail;
 int main(int argc, char** argv) {
   std::string data = std::string(GRADE_SHARED_DATA) + "/necrosis/osteosarcoma";
   std::string csv, model_out, maps, extra_image;
-  double extra_mpp = 0.25;
+  double extra_mpp = 0.0;
+  double synth_weight = 2.0;
+  double threshold = NecrosisParams{}.threshold;  // 0 = the file's
   std::vector<std::pair<std::string, std::string>> synth;
   double mpp = 1.0;
   NecrosisTrainParams tp;
@@ -42,6 +44,8 @@ int main(int argc, char** argv) {
     else if (a == "--write-model") model_out = next();
     else if (a == "--maps") maps = next();
     else if (a == "--image") extra_image = next();
+    else if (a == "--threshold") threshold = std::stod(next());
+    else if (a == "--synth-weight") synth_weight = std::stod(next());
     else if (a == "--synth") {
       const std::string tiff = next();
       synth.emplace_back(tiff, next());
@@ -50,7 +54,7 @@ int main(int argc, char** argv) {
     else if (a == "--mpp") mpp = std::stod(next());
     else if (a == "--l2") tp.l2 = std::stod(next());
     else {
-      std::cerr << "usage: bench_necrosis_quality [--data DIR] [--mpp X] [--l2 X] [--synth TIFF JSON]... [--csv OUT] "
+      std::cerr << "usage: bench_necrosis_quality [--data DIR] [--mpp X] [--l2 X] [--synth TIFF JSON]... [--synth-weight W] [--csv OUT] "
                    "[--maps DIR] [--image IMG --image-mpp X] [--write-model OUT]\n";
       return 2;
     }
@@ -60,8 +64,10 @@ int main(int argc, char** argv) {
     const auto tiles = load_necrosis_tiles(data, mpp);
     std::vector<NecrosisTrainingTile> extra;
     for (const auto& [tiff, json] : synth)
-      for (auto& t : load_synth_training(tiff, json)) extra.push_back(std::move(t));
-    const auto res = cross_validate_necrosis(tiles, tp, {}, maps, extra);
+      for (auto& t : load_synth_training(tiff, json, synth_weight)) extra.push_back(std::move(t));
+    NecrosisParams params;
+    params.threshold = threshold;
+    const auto res = cross_validate_necrosis(tiles, tp, params, maps, extra);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("%-62s %6s %6s %8s\n", "tile (leave-one-case-out)", "case", "truth", "fraction");
     for (const auto& r : res)
@@ -89,11 +95,13 @@ int main(int argc, char** argv) {
     for (size_t k = 0; k < names.size(); ++k)
       std::printf("  w[%-24s] = %+.3f (mean %.3f, sd %.3f)\n", names[k].c_str(), m.weights[k], m.mean[k], m.scale[k]);
     std::printf("  bias = %+.3f\n", m.bias);
-    if (!extra_image.empty()) {  // e.g. a grade-synth slide's level 0 (OpenCV reads its first page)
-      cv::Mat bgr = cv::imread(extra_image, cv::IMREAD_COLOR), rgb;
-      if (bgr.empty()) throw Error(ErrorCode::file_not_found, "cannot read " + extra_image);
-      cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
-      const NecrosisMap em = map_necrosis_with(make_view(rgb, extra_mpp), {}, m);
+    if (!extra_image.empty()) {  // e.g. a grade-synth slide, read as the pipeline reads it (at the working mpp)
+      SlideOpenParams op;
+      op.mpp_override = extra_mpp;
+      const Slide slide = Slide::open(extra_image, op);
+      const NecrosisParams np;
+      const NecrosisMap em =
+          map_necrosis_with(slide.read_region_at_mpp({0, 0, slide.width(), slide.height()}, np.working_mpp), np, m);
       if (!maps.empty()) {
         cv::Mat p8;
         em.probability.convertTo(p8, CV_8U, 255.0);
@@ -105,8 +113,9 @@ int main(int argc, char** argv) {
     if (!model_out.empty()) {
       std::string synth_note, synth_args;
       for (const auto& [tiff, json] : synth) {
-        synth_note += ", plus grade-synth slide " + tiff + " (cell labels from its truth, weight 2 tiles per class)";
-        synth_args += " --synth " + tiff + " " + json;
+        synth_note += ", plus grade-synth slide " + tiff + " (cell labels from its truth, weight " +
+                      std::to_string(synth_weight) + " tiles per class)";
+        synth_args += " --synth " + tiff + " " + json + " --synth-weight " + std::to_string(synth_weight);
       }
       m.provenance = "logistic regression (IRLS, l2=" + std::to_string(tp.l2) + ") on all " +
                      std::to_string(tiles.size()) +

@@ -26,6 +26,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "grade/error.hpp"
+#include "grade/slide.hpp"
 #include "necrosis_model.hpp"
 
 namespace grade::detail {
@@ -153,7 +154,7 @@ inline std::vector<NecrosisLabelledTile> load_necrosis_tiles(const std::filesyst
   return out;
 }
 
-// A grade-synth slide (level 0 read by OpenCV's TIFF reader) and its truth JSON as two training "tiles" with
+// A grade-synth slide and its truth JSON as two training "tiles" with
 // cell-level labels: cells at least 80 % inside the truth's necrosis polygons (necrotic) and cells at most 5 % inside
 // (not necrotic); the cells in between (the border) are not used. Each weighs `weight` labelled tiles.
 inline std::vector<NecrosisTrainingTile> load_synth_training(const std::string& tiff, const std::string& truth_json,
@@ -161,13 +162,11 @@ inline std::vector<NecrosisTrainingTile> load_synth_training(const std::string& 
   std::ifstream in(truth_json);
   if (!in) throw Error(ErrorCode::file_not_found, "cannot read " + truth_json);
   const nlohmann::json truth = nlohmann::json::parse(in);
-  cv::Mat bgr = cv::imread(tiff, cv::IMREAD_COLOR), rgb;
-  if (bgr.empty()) throw Error(ErrorCode::file_not_found, "cannot read " + tiff);
-  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  // Read as the pipeline reads it: through grade::Slide, at the working resolution (from the pyramid).
+  const Slide slide = Slide::open(tiff);
   double wmpp = 0;
-  const cv::Mat work = necrosis_working_image(make_view(rgb, truth.at("mpp").get<double>()), params, &wmpp);
-  bgr.release();
-  rgb.release();
+  const cv::Mat work = necrosis_working_image(
+      slide.read_region_at_mpp({0, 0, slide.width(), slide.height()}, params.working_mpp), params, &wmpp);
   const double sx = static_cast<double>(work.cols) / truth.at("width").get<double>();
   const double sy = static_cast<double>(work.rows) / truth.at("height").get<double>();
   NecrosisTrainingTile nec, viable;

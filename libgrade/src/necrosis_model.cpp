@@ -25,8 +25,8 @@ constexpr float tissue_od_sum = 0.25f;
 // A pixel whose haematoxylin density exceeds its ~14 um surroundings by this much is counted as crisp nuclear
 // chromatin. A plain threshold on H is not used: cartilage matrix is as haematoxylin-dense as nuclei.
 constexpr float crisp_h_od = 0.45f;
-// Neighbourhoods over which cell sums are pooled, in cells (16 um): ~48 um and ~208 um.
-constexpr std::array<int, 2> scales_cells = {3, 13};
+// Neighbourhoods over which cell sums are pooled, in cells (16 um): ~48, ~208 and ~400 um.
+constexpr std::array<int, 3> scales_cells = {3, 13, 25};
 constexpr int per_scale = 7;
 constexpr float log_eps = 0.01f;
 

@@ -3,7 +3,7 @@
 //
 // Method. The image is resampled to the working resolution (~2 um/px) and unmixed into haematoxylin and eosin optical
 // densities (colour deconvolution, Ruifrok & Johnston, Anal Quant Cytol Histol 2001, with the caller's stain vectors).
-// Per 16 um cell and over two neighbourhoods (~80 um and ~240 um) a handful of features describe what a pathologist
+// Per 16 um cell and over three neighbourhoods (~48, ~208 and ~400 um) a handful of features describe what a pathologist
 // looks at: how much tissue there is (fat and oedema are mostly glass), the mean H and E densities and the H share
 // (bone and hyalinised collagen are dense, homogeneous eosin; cartilage matrix is haematoxylin-tinged; necrosis is
 // pale, washed-out eosin), the share of nuclear-density pixels (viable tumour is nucleus-rich), and texture: pixel-

@@ -12,7 +12,7 @@ if [ ! -x "$synth" ]; then
   exit 1
 fi
 
-# The demo: 2 x 2 mm at 0.25 um/px (40x), a hotspot of ~22 mitoses per 10 HPF and 20 % necrosis. With the
+# The demo: 2 x 2 mm at 0.25 um/px (40x), a hotspot of ~14 mitoses per 10 HPF and 20 % necrosis. With the
 # pathologist's differentiation score 2 the truth grades it G2 (mitosis score 2 + necrosis score 1 + 2 = 5).
 "$synth" --quiet --seed 2026 --width 8000 --height 8000 --mpp 0.25 \
   --hotspot-mitoses-per-10hpf 14 --background-mitoses-per-10hpf 3 --necrosis-percent 20 \

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include <opencv2/imgproc.hpp>
@@ -93,15 +94,29 @@ NecrosisMap map_necrosis_with(const ImageView& image, const NecrosisParams& para
     cv::resize(prob, out.probability, image.rgb.size(), 0, 0, cv::INTER_LINEAR);
     cv::resize(tissue, out.tissue, image.rgb.size(), 0, 0, cv::INTER_NEAREST);
   } else {
-    out.probability = prob.clone();
+    out.probability = prob.isContinuous() ? prob : prob.clone();
     out.tissue = tissue;
   }
-  out.probability.setTo(0.0f, out.tissue == 0);
-  out.necrosis = (out.probability >= static_cast<float>(params.threshold)) & out.tissue;
-  const double tissue_px = cv::countNonZero(out.tissue);
+  // One pass: probability 0 outside tissue, the necrosis mask, and the counts.
+  out.necrosis.create(out.tissue.size(), CV_8U);
+  const float thr = static_cast<float>(params.threshold);
+  std::int64_t tissue_px = 0, necrotic_px = 0;
+  for (int y = 0; y < out.tissue.rows; ++y) {
+    float* pp = out.probability.ptr<float>(y);
+    const unsigned char* tp = out.tissue.ptr<unsigned char>(y);
+    unsigned char* np = out.necrosis.ptr<unsigned char>(y);
+    for (int x = 0; x < out.tissue.cols; ++x) {
+      const bool t = tp[x] != 0;
+      if (!t) pp[x] = 0.0f;
+      const bool n = t && pp[x] >= thr;
+      np[x] = n ? 255 : 0;
+      tissue_px += t;
+      necrotic_px += n;
+    }
+  }
   const double total_px = static_cast<double>(out.tissue.total());
-  out.tissue_fraction = total_px > 0 ? tissue_px / total_px : 0.0;
-  out.necrotic_fraction = tissue_px > 0 ? cv::countNonZero(out.necrosis) / tissue_px : 0.0;
+  out.tissue_fraction = total_px > 0 ? static_cast<double>(tissue_px) / total_px : 0.0;
+  out.necrotic_fraction = tissue_px > 0 ? static_cast<double>(necrotic_px) / static_cast<double>(tissue_px) : 0.0;
   return out;
 }
 

@@ -126,65 +126,74 @@ NecrosisFeatures necrosis_features(const cv::Mat& rgb, double mpp, const StainVe
   const auto& od = lut();
   const auto m = unmix(stains);
 
-  // Pixel maps: OD sum, haematoxylin and eosin densities, saturation.
-  cv::Mat sum_od(h, w, CV_32F), hmap(h, w, CV_32F), emap(h, w, CV_32F), sat(h, w, CV_32F);
+  // One full-size float map only (haematoxylin, for its local background); everything else is computed on the fly
+  // from the 8-bit pixels through look-up tables, row by row (memory traffic, not arithmetic, is the cost here).
+  cv::Mat hmap(h, w, CV_32F);
   for (int y = 0; y < h; ++y) {
     const unsigned char* p = rgb.ptr<unsigned char>(y);
-    float* sp = sum_od.ptr<float>(y);
     float* hp = hmap.ptr<float>(y);
-    float* ep = emap.ptr<float>(y);
-    float* qp = sat.ptr<float>(y);
-    for (int x = 0; x < w; ++x) {
-      const float r = od[p[3 * x]], g = od[p[3 * x + 1]], b = od[p[3 * x + 2]];
-      sp[x] = r + g + b;
-      hp[x] = std::max(0.0f, m[0][0] * r + m[0][1] * g + m[0][2] * b);
-      ep[x] = std::max(0.0f, m[1][0] * r + m[1][1] * g + m[1][2] * b);
-      const int mx = std::max({p[3 * x], p[3 * x + 1], p[3 * x + 2]});
-      const int mn = std::min({p[3 * x], p[3 * x + 1], p[3 * x + 2]});
-      qp[x] = mx > 0 ? static_cast<float>(mx - mn) / static_cast<float>(mx) : 0.0f;
-    }
+    for (int x = 0; x < w; ++x)
+      hp[x] = std::max(0.0f, m[0][0] * od[p[3 * x]] + m[0][1] * od[p[3 * x + 1]] + m[0][2] * od[p[3 * x + 2]]);
   }
   // Local haematoxylin background (~14 um): a crisp nucleus stands out of it; cartilage matrix and ghost cells do not.
-  // Tissue: OD sum smoothed over ~6 um above the glass level, so pale tissue is not riddled with one-pixel holes.
-  cv::Mat sum_smooth;
-  const int ks = std::max(1, static_cast<int>(std::lround(6.0 / mpp)) | 1);
-  cv::boxFilter(sum_od, sum_smooth, CV_32F, cv::Size(ks, ks), cv::Point(-1, -1), true, cv::BORDER_REFLECT);
   cv::Mat hbg;
   const int kb = std::max(3, static_cast<int>(std::lround(14.0 / mpp)) | 1);
   cv::boxFilter(hmap, hbg, CV_32F, cv::Size(kb, kb), cv::Point(-1, -1), true, cv::BORDER_REFLECT);
+  // Tissue: the image smoothed over ~6 um has an OD sum above the glass level, so pale tissue is not riddled with
+  // one-pixel holes.
+  cv::Mat smooth;
+  const int ks = std::max(1, static_cast<int>(std::lround(6.0 / mpp)) | 1);
+  if (ks > 1) cv::blur(rgb, smooth, cv::Size(ks, ks), cv::Point(-1, -1), cv::BORDER_REFLECT);
+  else smooth = rgb;
+  static const std::array<float, 256> inv = [] {
+    std::array<float, 256> a{};
+    for (int i = 1; i < 256; ++i) a[static_cast<size_t>(i)] = 1.0f / static_cast<float>(i);
+    return a;
+  }();
 
   std::vector<double> acc(static_cast<size_t>(gh) * static_cast<size_t>(gw) * acc_count, 0.0);
   if (tissue) tissue->create(h, w, CV_8U);
-  std::vector<float> row_acc(static_cast<size_t>(gw) * acc_count);
+  std::vector<float> sum_prev(static_cast<size_t>(w), 0.0f), sum_cur(static_cast<size_t>(w), 0.0f);
   for (int y = 0; y < h; ++y) {
-    const float* sp = sum_od.ptr<float>(y);
-    const float* sprev = sum_od.ptr<float>(std::max(0, y - 1));
+    const unsigned char* p = rgb.ptr<unsigned char>(y);
+    const unsigned char* q = smooth.ptr<unsigned char>(y);
     const float* hp = hmap.ptr<float>(y);
-    const float* ep = emap.ptr<float>(y);
-    const float* qp = sat.ptr<float>(y);
     const float* bp = hbg.ptr<float>(y);
-    const float* tsp = sum_smooth.ptr<float>(y);
     unsigned char* tp = tissue ? tissue->ptr<unsigned char>(y) : nullptr;
-    std::fill(row_acc.begin(), row_acc.end(), 0.0f);
-    for (int x = 0; x < w; ++x) {
-      float* a = &row_acc[static_cast<size_t>(x / c) * acc_count];
-      a[acc_pixels] += 1.0f;
-      const float s = sp[x];
-      const bool t = tsp[x] > tissue_od_sum;
-      if (tp) tp[x] = t ? 255 : 0;
-      if (!t) continue;
-      // Pixel-scale texture: OD differences to the left and upper neighbours.
-      const float grad = (x > 0 ? std::abs(s - sp[x - 1]) : 0.0f) + (y > 0 ? std::abs(s - sprev[x]) : 0.0f);
-      a[acc_tissue] += 1.0f;
-      a[acc_h] += hp[x];
-      a[acc_e] += ep[x];
-      a[acc_e2] += ep[x] * ep[x];
-      a[acc_crisp] += hp[x] - bp[x] > crisp_h_od ? 1.0f : 0.0f;
-      a[acc_grad] += grad;
-      a[acc_sat] += qp[x];
-    }
     double* dst = &acc[static_cast<size_t>(y / c) * static_cast<size_t>(gw) * acc_count];
-    for (size_t i = 0; i < row_acc.size(); ++i) dst[i] += row_acc[i];
+    for (int x = 0; x < w; ++x) sum_cur[static_cast<size_t>(x)] = od[p[3 * x]] + od[p[3 * x + 1]] + od[p[3 * x + 2]];
+    for (int j = 0; j < gw; ++j) {
+      const int x0 = j * c, x1 = std::min(w, x0 + c);
+      float nt = 0, sh = 0, se = 0, se2 = 0, ng = 0, ncr = 0, ss = 0;
+      for (int x = x0; x < x1; ++x) {
+        const bool t = od[q[3 * x]] + od[q[3 * x + 1]] + od[q[3 * x + 2]] > tissue_od_sum;
+        if (tp) tp[x] = t ? 255 : 0;
+        if (!t) continue;
+        const unsigned char r8 = p[3 * x], g8 = p[3 * x + 1], b8 = p[3 * x + 2];
+        const float ed = std::max(0.0f, m[1][0] * od[r8] + m[1][1] * od[g8] + m[1][2] * od[b8]);
+        const float s = sum_cur[static_cast<size_t>(x)];
+        // Pixel-scale texture: OD differences to the left and upper neighbours.
+        ng += (x > 0 ? std::abs(s - sum_cur[static_cast<size_t>(x - 1)]) : 0.0f) +
+              (y > 0 ? std::abs(s - sum_prev[static_cast<size_t>(x)]) : 0.0f);
+        const int mx = std::max(r8, std::max(g8, b8)), mn = std::min(r8, std::min(g8, b8));
+        ss += static_cast<float>(mx - mn) * inv[static_cast<size_t>(mx)];
+        nt += 1.0f;
+        sh += hp[x];
+        se += ed;
+        se2 += ed * ed;
+        ncr += hp[x] - bp[x] > crisp_h_od ? 1.0f : 0.0f;
+      }
+      double* a = dst + static_cast<size_t>(j) * acc_count;
+      a[acc_pixels] += x1 - x0;
+      a[acc_tissue] += nt;
+      a[acc_h] += sh;
+      a[acc_e] += se;
+      a[acc_e2] += se2;
+      a[acc_grad] += ng;
+      a[acc_crisp] += ncr;
+      a[acc_sat] += ss;
+    }
+    std::swap(sum_prev, sum_cur);
   }
 
   out.cell_tissue.create(gh, gw, CV_32F);

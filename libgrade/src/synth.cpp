@@ -119,6 +119,7 @@ struct Nucleus {
   float peak = 0;          // hematoxylin concentration
   float h2c = 0, h2s = 0, h3c = 0, h3s = 0;  // outline harmonics (pleomorphic)
   float nucleolus = 0;     // radius px (0 = none)
+  float priority = 0;      // for the hard-core thinning
   Kind kind = kSpindle;
   float ext = 0;           // bounding radius px
 };
@@ -215,6 +216,9 @@ class Synth {
   void make_mitoses();
   Mitosis make_figure(Rng& rng, double x, double y) const;
   void make_textures();
+  std::vector<Nucleus> raw_cell(std::int64_t ci, std::int64_t cj) const;
+  const std::vector<Nucleus>& cached_raw_cell(std::int64_t ci, std::int64_t cj) const;
+  void evict_raw_rows_before(std::int64_t cj) const;
   std::vector<Nucleus> make_cell(std::int64_t ci, std::int64_t cj) const;
   void render_tile(std::int64_t tx, std::int64_t ty, const std::vector<const std::vector<Nucleus>*>& cells,
                    cv::Mat& rgb);
@@ -230,6 +234,7 @@ class Synth {
   double hot_x_ = 0, hot_y_ = 0, hot_r_ = 0;
   std::vector<Mitosis> mitoses_;  // sorted by y
   std::unordered_map<std::uint64_t, std::vector<int>> mitosis_cells_;
+  mutable std::unordered_map<std::uint64_t, std::vector<Nucleus>> raw_cache_;  // candidates of recent cell rows
   double mitosis_cell_px_ = 0;
   Textures tex_;
   std::vector<std::uint8_t> lut_;
@@ -600,7 +605,7 @@ void Synth::make_mitoses() {
     for (int& idx : kv.second) idx = where[idx];
 }
 
-std::vector<Nucleus> Synth::make_cell(std::int64_t ci, std::int64_t cj) const {
+std::vector<Nucleus> Synth::raw_cell(std::int64_t ci, std::int64_t cj) const {
   std::vector<Nucleus> out;
   const double x0 = static_cast<double>(ci * T_), y0 = static_cast<double>(cj * T_);
   if (ci < 0 || cj < 0 || x0 >= W_ || y0 >= H_) return out;
@@ -615,8 +620,8 @@ std::vector<Nucleus> Synth::make_cell(std::int64_t ci, std::int64_t cj) const {
   double cellularity = 0.55 + 0.9 * fbm(p_.seed, kTagField + 20, cx * p_.mpp, cy * p_.mpp, 180.0);
   if (in_hotspot(cx, cy)) cellularity *= 1.15;
   const double area_mm2 = T_ * T_ * p_.mpp * p_.mpp * 1e-6;
-  const int n = rng.poisson(p_.nuclei_per_mm2 * area_mm2 * cellularity);
-  const double min_sep2 = um(4.5) * um(4.5);
+  // More candidates than the target density: the hard-core thinning in make_cell() removes about a third.
+  const int n = rng.poisson(1.45 * p_.nuclei_per_mm2 * area_mm2 * cellularity);
   for (int k = 0; k < n; ++k) {
     Nucleus nu;
     nu.x = x0 + rng.u() * T_;
@@ -653,6 +658,7 @@ std::vector<Nucleus> Synth::make_cell(std::int64_t ci, std::int64_t cj) const {
       if (rng.u() < 0.6) nu.nucleolus = static_cast<float>(um(rng.u(0.6, 1.0)));
     }
     const double extra = rng.u();  // used by necrotic objects below
+    nu.priority = static_cast<float>(rng.u());
     nu.a = static_cast<float>(um(major / 2));
     nu.b = static_cast<float>(um(minor / 2));
     angle = std::fmod(angle, kPi);
@@ -696,15 +702,6 @@ std::vector<Nucleus> Synth::make_cell(std::int64_t ci, std::int64_t cj) const {
       if (d > -(nu.ext + um(2))) continue;  // intact nuclei keep clear of the necrosis border
     }
     bool clear = true;
-    for (const auto& o : out) {
-      if (o.kind >= kGhost) continue;
-      const double dx = o.x - nu.x, dy = o.y - nu.y;
-      if (dx * dx + dy * dy < min_sep2) {
-        clear = false;
-        break;
-      }
-    }
-    if (!clear) continue;
     // Keep the mitotic figures' halos free of other nuclei.
     const auto mi = static_cast<std::int64_t>(nu.x / mitosis_cell_px_), mj = static_cast<std::int64_t>(nu.y / mitosis_cell_px_);
     for (std::int64_t dj = -1; dj <= 1 && clear; ++dj)
@@ -718,6 +715,60 @@ std::vector<Nucleus> Synth::make_cell(std::int64_t ci, std::int64_t cj) const {
       }
     if (!clear) continue;
     out.push_back(nu);
+  }
+  return out;
+}
+
+const std::vector<Nucleus>& Synth::cached_raw_cell(std::int64_t ci, std::int64_t cj) const {
+  const std::uint64_t k = (static_cast<std::uint64_t>(cj + 1) << 32) | static_cast<std::uint64_t>(ci + 1);
+  auto it = raw_cache_.find(k);
+  if (it == raw_cache_.end()) it = raw_cache_.emplace(k, raw_cell(ci, cj)).first;
+  return it->second;
+}
+
+void Synth::evict_raw_rows_before(std::int64_t cj) const {
+  for (auto it = raw_cache_.begin(); it != raw_cache_.end();) {
+    if (static_cast<std::int64_t>(it->first >> 32) - 1 < cj) it = raw_cache_.erase(it); else ++it;
+  }
+}
+
+// Radius of a nucleus's outline in the direction (ux, uy) (unit vector), as an ellipse.
+double radius_towards(const Nucleus& n, double ux, double uy) {
+  const double c = ux * n.cs + uy * n.sn, s = -ux * n.sn + uy * n.cs;
+  const double a = n.a * (n.kind == kPleomorphic ? 1.12 : 1.0), b = n.b;
+  return a * b / std::sqrt(b * b * c * c + a * a * s * s);
+}
+
+std::vector<Nucleus> Synth::make_cell(std::int64_t ci, std::int64_t cj) const {
+  // Hard-core thinning (Matern type II): a nucleus is dropped when it overlaps one of higher priority among the
+  // candidates of its own and the eight neighbouring cells. Sections cut nuclei apart rather than stacking them, and
+  // the rule depends only on the candidates, so every cell gives the same answer whichever tile asks.
+  const std::vector<Nucleus>& own = cached_raw_cell(ci, cj);
+  std::vector<Nucleus> out;
+  if (own.empty()) return out;
+  std::vector<const std::vector<Nucleus>*> near;
+  for (std::int64_t dj = -1; dj <= 1; ++dj)
+    for (std::int64_t di = -1; di <= 1; ++di) near.push_back(&cached_raw_cell(ci + di, cj + dj));
+  for (std::size_t i = 0; i < own.size(); ++i) {
+    const Nucleus& a = own[i];
+    bool keep = true;
+    if (a.kind < kGhost) {
+      for (std::size_t c = 0; c < near.size() && keep; ++c)
+        for (std::size_t j = 0; j < near[c]->size(); ++j) {
+          const Nucleus& b = (*near[c])[j];
+          if (b.kind >= kGhost || &b == &a) continue;
+          if (b.priority < a.priority || (b.priority == a.priority && &b < &a)) continue;
+          const double dx = b.x - a.x, dy = b.y - a.y;
+          const double reach = a.ext + b.ext;
+          if (dx * dx + dy * dy > reach * reach) continue;
+          const double d = std::sqrt(dx * dx + dy * dy) + 1e-9;
+          if (d < 0.95 * (radius_towards(a, dx / d, dy / d) + radius_towards(b, -dx / d, -dy / d))) {
+            keep = false;
+            break;
+          }
+        }
+    }
+    if (keep) out.push_back(a);
   }
   return out;
 }
@@ -1123,6 +1174,7 @@ SynthSummary Synth::run(const fs::path& slide_path, const fs::path& truth_path, 
   auto make_row = [&](std::int64_t r) {
     std::vector<std::vector<Nucleus>> row(static_cast<std::size_t>(ncols));
     for (std::int64_t c = 0; c < ncols; ++c) row[static_cast<std::size_t>(c)] = make_cell(c, r);
+    evict_raw_rows_before(r - 1);
     return row;
   };
   rows.push_back(make_row(-1));

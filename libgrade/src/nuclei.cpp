@@ -1,7 +1,437 @@
-// PLACEHOLDER: replaced by the real implementation (see the issue for this stage).
+// Nucleus instance segmentation: network (foreground, normalised distance, spindle) + marker-controlled watershed,
+// then per-nucleus features and the spindle rule. See grade/nuclei.hpp for the method and its references.
 #include "grade/nuclei.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <numbers>
+#include <string>
+#include <vector>
+
+#include <opencv2/dnn.hpp>
+#include <opencv2/imgproc.hpp>
+
 #include "grade/error.hpp"
+#include "models.hpp"
+
+GRADE_DECLARE_MODEL(nuclei_unet)
 
 namespace grade {
-NucleiResult segment_nuclei(const ImageView&, const NucleiParams&) { throw Error(ErrorCode::internal, "nuclei: not implemented yet"); }
+
+namespace {
+
+thread_local std::vector<unsigned char> t_model_override;
+
+// One network per thread (cv::dnn::Net is not safe to share between concurrent forward() calls); it is loaded once
+// and reloaded only when the thread's model changes.
+cv::dnn::Net& thread_net() {
+  thread_local cv::dnn::Net net;
+  thread_local std::size_t loaded_key = 0;
+  const bool custom = !t_model_override.empty();
+  const std::size_t key = custom ? std::hash<std::string>{}(std::string(t_model_override.begin(), t_model_override.end()))
+                                 : 1;
+  if (net.empty() || loaded_key != key) {
+    try {
+      net = custom ? cv::dnn::readNetFromONNX(t_model_override) : cv::dnn::readNetFromONNX(GRADE_MODEL_BYTES(nuclei_unet));
+      net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
+      net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+    } catch (const cv::Exception& e) {
+      throw Error(ErrorCode::model, std::string("nuclei: cannot load the segmentation network: ") + e.what());
+    }
+    loaded_key = key;
+  }
+  return net;
+}
+
+inline float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+
+// Runs the network over `rgb` (at working mpp) in fixed tiles, returning three CV_32F probability maps of its size.
+std::array<cv::Mat, 3> predict(const cv::Mat& rgb, int tile, int margin) {
+  std::array<cv::Mat, 3> maps;
+  for (auto& m : maps) m.create(rgb.size(), CV_32F);
+  cv::dnn::Net& net = thread_net();
+  for (int ty = 0; ty < rgb.rows; ty += tile) {
+    for (int tx = 0; tx < rgb.cols; tx += tile) {
+      const int cw = std::min(tile, rgb.cols - tx), ch = std::min(tile, rgb.rows - ty);
+      // Context margin on every side (mirrored at the image border), then padded to a multiple of 8 (three 2x
+      // down-samplings in the network).
+      const int w = ((cw + 2 * margin + 7) / 8) * 8, h = ((ch + 2 * margin + 7) / 8) * 8;
+      const int x0 = tx - margin, y0 = ty - margin;
+      cv::Mat patch(h, w, CV_8UC3);
+      const cv::Rect inside = cv::Rect(x0, y0, w, h) & cv::Rect(0, 0, rgb.cols, rgb.rows);
+      cv::Mat src = rgb(inside);
+      cv::copyMakeBorder(src, patch, inside.y - y0, y0 + h - inside.br().y, inside.x - x0, x0 + w - inside.br().x,
+                         cv::BORDER_REFLECT_101);
+      // (I - 127.5) / 255 = I / 255 - 0.5, as in training.
+      const cv::Mat blob = cv::dnn::blobFromImage(patch, 1.0 / 255.0, cv::Size(), cv::Scalar(127.5, 127.5, 127.5), false, false);
+      cv::Mat out;
+      try {
+        net.setInput(blob);
+        out = net.forward();
+      } catch (const cv::Exception& e) {
+        throw Error(ErrorCode::model, std::string("nuclei: the segmentation network failed: ") + e.what());
+      }
+      if (out.dims != 4 || out.size[1] < 3 || out.size[2] != h || out.size[3] != w)
+        throw Error(ErrorCode::model, "nuclei: unexpected network output shape");
+      for (int c = 0; c < 3; ++c) {
+        const float* o = out.ptr<float>(0, c);
+        for (int y = 0; y < ch; ++y) {
+          const float* row = o + static_cast<std::size_t>(y + margin) * static_cast<std::size_t>(w) + margin;
+          float* dst = maps[static_cast<std::size_t>(c)].ptr<float>(ty + y) + tx;
+          for (int x = 0; x < cw; ++x) dst[x] = sigmoid(row[x]);
+        }
+      }
+    }
+  }
+  return maps;
+}
+
+// Marker-controlled watershed on the normalised distance inside the foreground, by a bucketed priority flood (256
+// levels, FIFO within a level: deterministic). Markers whose basins meet at a saddle less than `merge_depth` below the
+// lower of their two peaks are merged (the "dynamics" criterion, Grimaud 1992): it keeps one nucleus whole when the
+// predicted distance has two shallow peaks in it. Returns CV_32S labels numbered 1..n (with gaps after merging).
+cv::Mat watershed(const cv::Mat& fg, const cv::Mat& dist, float fg_thr, float marker_thr, float merge_depth, int* count) {
+  const int rows = fg.rows, cols = fg.cols;
+  cv::Mat mask = fg > fg_thr;
+  // Seeds: the regional maxima of the distance above marker_thr (then merged by dynamics during the flood).
+  cv::Mat dil;
+  cv::dilate(dist, dil, cv::getStructuringElement(cv::MORPH_RECT, {3, 3}));
+  cv::Mat seeds = (dist >= dil) & (dist > marker_thr) & mask;
+  cv::Mat labels;
+  int n = cv::connectedComponents(seeds, labels, 8, CV_32S) - 1;
+  // Foreground components without any marker (small or faint nuclei) become nuclei of their own.
+  {
+    cv::Mat comp;
+    const int nc = cv::connectedComponents(mask, comp, 8, CV_32S);
+    std::vector<int> has(static_cast<std::size_t>(nc), 0);
+    for (int y = 0; y < rows; ++y) {
+      const int* c = comp.ptr<int>(y);
+      const int* l = labels.ptr<int>(y);
+      for (int x = 0; x < cols; ++x)
+        if (l[x] > 0) has[static_cast<std::size_t>(c[x])] = 1;
+    }
+    std::vector<int> newid(static_cast<std::size_t>(nc), 0);
+    for (int y = 0; y < rows; ++y) {
+      const int* c = comp.ptr<int>(y);
+      int* l = labels.ptr<int>(y);
+      for (int x = 0; x < cols; ++x) {
+        const int k = c[x];
+        if (k > 0 && !has[static_cast<std::size_t>(k)]) {
+          if (newid[static_cast<std::size_t>(k)] == 0) newid[static_cast<std::size_t>(k)] = ++n;
+          l[x] = newid[static_cast<std::size_t>(k)];
+        }
+      }
+    }
+  }
+  auto level = [&](int idx) {
+    const float d = dist.ptr<float>(0)[idx];
+    return std::clamp(static_cast<int>(d * 255.0f), 0, 255);
+  };
+  int* L = labels.ptr<int>(0);
+  const uchar* M = mask.ptr<uchar>(0);
+  // Peak level of every marker.
+  std::vector<int> peak(static_cast<std::size_t>(n) + 1, 0);
+  for (int i = 0; i < rows * cols; ++i)
+    if (L[i] > 0) peak[static_cast<std::size_t>(L[i])] = std::max(peak[static_cast<std::size_t>(L[i])], level(i));
+  std::vector<int> parent(static_cast<std::size_t>(n) + 1);
+  for (int i = 0; i <= n; ++i) parent[static_cast<std::size_t>(i)] = i;
+  auto find = [&](int x) {
+    while (parent[static_cast<std::size_t>(x)] != x) x = parent[static_cast<std::size_t>(x)] = parent[static_cast<std::size_t>(parent[static_cast<std::size_t>(x)])];
+    return x;
+  };
+  const int depth = static_cast<int>(merge_depth * 255.0f);
+  auto meet = [&](int a, int b, int lv) {  // basins a and b touch at level lv
+    int ra = find(a), rb = find(b);
+    if (ra == rb) return;
+    if (lv >= std::min(peak[static_cast<std::size_t>(ra)], peak[static_cast<std::size_t>(rb)]) - depth) {
+      if (ra > rb) std::swap(ra, rb);
+      parent[static_cast<std::size_t>(rb)] = ra;
+      peak[static_cast<std::size_t>(ra)] = std::max(peak[static_cast<std::size_t>(ra)], peak[static_cast<std::size_t>(rb)]);
+    }
+  };
+  // Flood: pixels adjacent to a label enter the queue at their distance level; higher distance first.
+  std::array<std::deque<int>, 256> q;
+  cv::Mat queued = cv::Mat::zeros(rows, cols, CV_8U);
+  uchar* Q = queued.ptr<uchar>(0);
+  const int dx[4] = {1, -1, 0, 0}, dy[4] = {0, 0, 1, -1};
+  for (int y = 0; y < rows; ++y)
+    for (int x = 0; x < cols; ++x) {
+      const int i = y * cols + x;
+      if (L[i] <= 0) continue;
+      for (int k = 0; k < 4; ++k) {
+        const int nx = x + dx[k], ny = y + dy[k];
+        if (nx < 0 || ny < 0 || nx >= cols || ny >= rows) continue;
+        const int j = ny * cols + nx;
+        if (L[j] > 0 && L[j] != L[i]) meet(L[i], L[j], std::min(level(i), level(j)));
+        if (M[j] && L[j] == 0 && !Q[j]) {
+          Q[j] = 1;
+          q[static_cast<std::size_t>(level(j))].push_back(j);
+        }
+      }
+    }
+  for (int lv = 255; lv >= 0;) {
+    if (q[static_cast<std::size_t>(lv)].empty()) {
+      --lv;
+      continue;
+    }
+    const int i = q[static_cast<std::size_t>(lv)].front();
+    q[static_cast<std::size_t>(lv)].pop_front();
+    const int y = i / cols, x = i % cols;
+    // Take the label of the first labelled neighbour in a fixed order; note the basins this pixel joins.
+    int lab = 0;
+    for (int k = 0; k < 4; ++k) {
+      const int nx = x + dx[k], ny = y + dy[k];
+      if (nx < 0 || ny < 0 || nx >= cols || ny >= rows) continue;
+      const int o = L[ny * cols + nx];
+      if (o <= 0) continue;
+      if (lab == 0) lab = o;
+      else if (o != lab) meet(lab, o, lv);
+    }
+    L[i] = lab;
+    for (int k = 0; k < 4; ++k) {
+      const int nx = x + dx[k], ny = y + dy[k];
+      if (nx < 0 || ny < 0 || nx >= cols || ny >= rows) continue;
+      const int j = ny * cols + nx;
+      if (M[j] && L[j] == 0 && !Q[j]) {
+        Q[j] = 1;
+        q[static_cast<std::size_t>(std::min(level(j), lv))].push_back(j);  // never back up: monotone flood order
+      }
+    }
+  }
+  for (int i = 0; i < rows * cols; ++i)
+    if (L[i] > 0) L[i] = find(L[i]);
+  *count = n;
+  return labels;
+}
+
+struct Accum {
+  std::int64_t n = 0;
+  double sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0;
+  double sh = 0, shh = 0, sp = 0;
+  int x0 = INT32_MAX, y0 = INT32_MAX, x1 = -1, y1 = -1;
+};
+
+}  // namespace
+
+namespace detail {
+void set_thread_nuclei_model(std::vector<unsigned char> onnx) { t_model_override = std::move(onnx); }
+}  // namespace detail
+
+NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params) {
+  check_view(image, "segment_nuclei");
+  auto positive = [](double v, const char* name) {
+    if (!(v > 0.0) || !std::isfinite(v))
+      throw Error(ErrorCode::invalid_argument, std::string("segment_nuclei: ") + name + " must be > 0, got " + std::to_string(v));
+  };
+  positive(params.working_mpp, "working_mpp");
+  positive(params.spindle_neighbourhood_um, "spindle_neighbourhood_um");
+  if (!(params.foreground_threshold > 0.0 && params.foreground_threshold < 1.0))
+    throw Error(ErrorCode::invalid_argument,
+                "segment_nuclei: foreground_threshold must be in (0, 1), got " + std::to_string(params.foreground_threshold));
+  if (!(params.marker_threshold > 0.0 && params.marker_threshold < 1.0))
+    throw Error(ErrorCode::invalid_argument,
+                "segment_nuclei: marker_threshold must be in (0, 1), got " + std::to_string(params.marker_threshold));
+  if (params.tile_px < 64 || params.tile_px % 8 != 0 || params.tile_margin_px < 0 || params.tile_margin_px % 8 != 0)
+    throw Error(ErrorCode::invalid_argument, "segment_nuclei: tile_px must be a multiple of 8 >= 64 and tile_margin_px a "
+                                             "multiple of 8 >= 0, got " + std::to_string(params.tile_px) + " and " +
+                                                 std::to_string(params.tile_margin_px));
+
+  const cv::Mat& rgb = image.rgb;
+  const double scale = image.mpp / params.working_mpp;  // working pixels per input pixel
+  const bool resample = std::abs(scale - 1.0) > 1e-3;
+  cv::Mat work = rgb;
+  if (resample) {
+    const cv::Size ws(std::max(1, static_cast<int>(std::lround(rgb.cols * scale))),
+                      std::max(1, static_cast<int>(std::lround(rgb.rows * scale))));
+    cv::resize(rgb, work, ws, 0, 0, scale < 1.0 ? cv::INTER_AREA : cv::INTER_LINEAR);
+  }
+  auto maps = predict(work, params.tile_px, params.tile_margin_px);
+  // A light smoothing of the distance removes single-pixel ripples that would seed extra markers.
+  cv::GaussianBlur(maps[1], maps[1], cv::Size(3, 3), 0.8, 0.8, cv::BORDER_REFLECT_101);
+  if (resample)  // segment at the input's resolution: finer boundaries than nearest-upsampled labels
+    for (auto& m : maps) cv::resize(m, m, rgb.size(), 0, 0, cv::INTER_LINEAR);
+
+  int n = 0;
+  cv::Mat labels = watershed(maps[0], maps[1], static_cast<float>(params.foreground_threshold),
+                             static_cast<float>(params.marker_threshold), static_cast<float>(params.merge_depth), &n);
+
+  // Hematoxylin density for the features and the boundary refinement.
+  const StainDensities dens = deconvolve(image, params.stains);
+
+  // Boundary refinement (one pixel, half-maximum rule): a background pixel next to exactly one nucleus joins it when
+  // its hematoxylin density is at least half the nucleus's mean. The network's boundaries come from 1 um/px features
+  // and sit slightly inside the stained edge; an edge pixel half covered by the nucleus has about half its density.
+  {
+    std::vector<double> hs(static_cast<std::size_t>(n) + 1, 0.0);
+    std::vector<std::int64_t> hc(static_cast<std::size_t>(n) + 1, 0);
+    for (int y = 0; y < labels.rows; ++y) {
+      const int* l = labels.ptr<int>(y);
+      const float* h = dens.hematoxylin.ptr<float>(y);
+      for (int x = 0; x < labels.cols; ++x)
+        if (l[x] > 0) {
+          hs[static_cast<std::size_t>(l[x])] += h[x];
+          ++hc[static_cast<std::size_t>(l[x])];
+        }
+    }
+    const cv::Mat before = labels.clone();
+    for (int y = 0; y < labels.rows; ++y) {
+      const int* b = before.ptr<int>(y);
+      int* l = labels.ptr<int>(y);
+      const float* h = dens.hematoxylin.ptr<float>(y);
+      for (int x = 0; x < labels.cols; ++x) {
+        if (b[x] != 0) continue;
+        int lab = 0;
+        bool unique = true;
+        auto see = [&](int v) {
+          if (v <= 0) return;
+          if (lab == 0) lab = v;
+          else if (v != lab) unique = false;
+        };
+        if (x > 0) see(b[x - 1]);
+        if (x + 1 < labels.cols) see(b[x + 1]);
+        if (y > 0) see(before.ptr<int>(y - 1)[x]);
+        if (y + 1 < labels.rows) see(before.ptr<int>(y + 1)[x]);
+        if (lab > 0 && unique &&
+            h[x] >= 0.5 * hs[static_cast<std::size_t>(lab)] / static_cast<double>(hc[static_cast<std::size_t>(lab)]))
+          l[x] = lab;
+      }
+    }
+  }
+
+  std::vector<Accum> acc(static_cast<std::size_t>(n) + 1);
+  for (int y = 0; y < labels.rows; ++y) {
+    const int* l = labels.ptr<int>(y);
+    const float* h = dens.hematoxylin.ptr<float>(y);
+    const float* s = maps[2].ptr<float>(y);
+    for (int x = 0; x < labels.cols; ++x) {
+      if (l[x] <= 0) continue;
+      Accum& a = acc[static_cast<std::size_t>(l[x])];
+      ++a.n;
+      a.sx += x;
+      a.sy += y;
+      a.sxx += static_cast<double>(x) * x;
+      a.syy += static_cast<double>(y) * y;
+      a.sxy += static_cast<double>(x) * y;
+      a.sh += h[x];
+      a.shh += static_cast<double>(h[x]) * h[x];
+      a.sp += s[x];
+      a.x0 = std::min(a.x0, x);
+      a.x1 = std::max(a.x1, x);
+      a.y0 = std::min(a.y0, y);
+      a.y1 = std::max(a.y1, y);
+    }
+  }
+  const double mpp = image.mpp;
+  const auto min_px = static_cast<std::int64_t>(std::ceil(params.min_area_um2 / (mpp * mpp)));
+  // Keep the instances large enough; renumber 1..m in order of first appearance in raster order (deterministic).
+  std::vector<int> remap(static_cast<std::size_t>(n) + 1, 0);
+  int m = 0;
+  for (int y = 0; y < labels.rows; ++y) {
+    int* l = labels.ptr<int>(y);
+    for (int x = 0; x < labels.cols; ++x) {
+      const int k = l[x];
+      if (k <= 0) {
+        l[x] = 0;
+        continue;
+      }
+      int& r = remap[static_cast<std::size_t>(k)];
+      if (r == 0) r = acc[static_cast<std::size_t>(k)].n >= std::max<std::int64_t>(min_px, 3) ? ++m : -1;
+      l[x] = r > 0 ? r : 0;
+    }
+  }
+  NucleiResult result;
+  result.labels = labels;
+  result.nuclei.resize(static_cast<std::size_t>(m));
+  for (int k = 1; k <= n; ++k) {
+    const int r = remap[static_cast<std::size_t>(k)];
+    if (r <= 0) continue;
+    const Accum& a = acc[static_cast<std::size_t>(k)];
+    Nucleus& nu = result.nuclei[static_cast<std::size_t>(r - 1)];
+    const double cnt = static_cast<double>(a.n);
+    const double cx = a.sx / cnt, cy = a.sy / cnt;
+    // Central second moments (+1/12: a pixel is a unit square, not a point), moment-equivalent ellipse axes.
+    const double mxx = a.sxx / cnt - cx * cx + 1.0 / 12, myy = a.syy / cnt - cy * cy + 1.0 / 12,
+                 mxy = a.sxy / cnt - cx * cy;
+    const double tr = mxx + myy, det = std::sqrt(std::max(0.0, (mxx - myy) * (mxx - myy) / 4 + mxy * mxy));
+    const double l1 = tr / 2 + det, l2 = std::max(1e-12, tr / 2 - det);
+    nu.id = r;
+    nu.x = image.to_level0_x(cx);
+    nu.y = image.to_level0_y(cy);
+    nu.area_um2 = cnt * mpp * mpp;
+    nu.major_axis_um = 4.0 * std::sqrt(l1) * mpp;
+    nu.minor_axis_um = 4.0 * std::sqrt(l2) * mpp;
+    nu.elongation = std::max(1.0, nu.major_axis_um / nu.minor_axis_um);
+    // Image y points down; counter-clockwise on screen is atan2(-dy, dx).
+    double th = 0.5 * std::atan2(-2.0 * mxy, mxx - myy) * 180.0 / std::numbers::pi;
+    if (th < 0) th += 180.0;
+    if (th >= 180.0) th -= 180.0;
+    nu.orientation_deg = th;
+    nu.bluntness = cnt / (std::numbers::pi * 4.0 * std::sqrt(l1 * l2));
+    nu.mean_h_od = a.sh / cnt;
+    nu.std_h_od = std::sqrt(std::max(0.0, a.shh / cnt - nu.mean_h_od * nu.mean_h_od));
+    nu.spindle_probability = a.sp / cnt;
+    // Perimeter and convex hull from the outer contour of the instance.
+    const cv::Rect box(a.x0, a.y0, a.x1 - a.x0 + 1, a.y1 - a.y0 + 1);
+    cv::Mat bin = labels(box) == r;
+    cv::Mat padded;
+    cv::copyMakeBorder(bin, padded, 1, 1, 1, 1, cv::BORDER_CONSTANT, 0);
+    std::vector<std::vector<cv::Point>> contours;
+    cv::findContours(padded, contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_NONE);
+    double perim = 0.0;
+    std::vector<cv::Point> all;
+    for (const auto& c : contours) {
+      perim += cv::arcLength(c, true);
+      all.insert(all.end(), c.begin(), c.end());
+    }
+    nu.perimeter_um = perim * mpp;
+    if (all.size() >= 3) {
+      std::vector<cv::Point> hull;
+      cv::convexHull(all, hull);
+      // The hull runs through boundary pixel centres; add half its perimeter + 1 to compare it with a pixel count.
+      const double hull_px = cv::contourArea(hull) + cv::arcLength(hull, true) / 2.0 + 1.0;
+      nu.solidity = std::clamp(cnt / hull_px, 0.0, 1.0);
+    }
+  }
+  // Alignment with neighbours: elongation-weighted mean of cos(2 * angle difference) over the nuclei within the
+  // neighbourhood (a grid of cells keeps this linear in the number of nuclei).
+  const double rad_px = params.spindle_neighbourhood_um / mpp;
+  const double cell = std::max(1.0, rad_px);
+  const int gw = static_cast<int>(labels.cols / cell) + 1, gh = static_cast<int>(labels.rows / cell) + 1;
+  std::vector<std::vector<int>> grid(static_cast<std::size_t>(gw) * static_cast<std::size_t>(gh));
+  auto px_x = [&](const Nucleus& nu) { return (nu.x - static_cast<double>(image.x0)) / image.downsample; };
+  auto px_y = [&](const Nucleus& nu) { return (nu.y - static_cast<double>(image.y0)) / image.downsample; };
+  for (int i = 0; i < m; ++i) {
+    const auto& nu = result.nuclei[static_cast<std::size_t>(i)];
+    const int gx = std::clamp(static_cast<int>(px_x(nu) / cell), 0, gw - 1), gy = std::clamp(static_cast<int>(px_y(nu) / cell), 0, gh - 1);
+    grid[static_cast<std::size_t>(gy) * static_cast<std::size_t>(gw) + static_cast<std::size_t>(gx)].push_back(i);
+  }
+  for (int i = 0; i < m; ++i) {
+    auto& nu = result.nuclei[static_cast<std::size_t>(i)];
+    const double x = px_x(nu), y = px_y(nu);
+    const int gx = std::clamp(static_cast<int>(x / cell), 0, gw - 1), gy = std::clamp(static_cast<int>(y / cell), 0, gh - 1);
+    double sw = 0, sc = 0;
+    for (int yy = std::max(0, gy - 1); yy <= std::min(gh - 1, gy + 1); ++yy)
+      for (int xx = std::max(0, gx - 1); xx <= std::min(gw - 1, gx + 1); ++xx)
+        for (int j : grid[static_cast<std::size_t>(yy) * static_cast<std::size_t>(gw) + static_cast<std::size_t>(xx)]) {
+          if (j == i) continue;
+          const auto& o = result.nuclei[static_cast<std::size_t>(j)];
+          const double ddx = px_x(o) - x, ddy = px_y(o) - y;
+          if (ddx * ddx + ddy * ddy > rad_px * rad_px) continue;
+          const double w = o.elongation - 1.0;  // round neighbours carry no orientation
+          sw += w;
+          sc += w * std::cos(2.0 * (o.orientation_deg - nu.orientation_deg) * std::numbers::pi / 180.0);
+        }
+    nu.alignment = sw > 1e-9 ? sc / sw : 0.0;
+    nu.spindle = nu.elongation >= params.spindle_min_elongation && nu.solidity >= params.spindle_min_solidity &&
+                 nu.spindle_probability >= params.spindle_min_probability &&
+                 (nu.alignment >= params.spindle_min_alignment ||
+                  nu.spindle_probability >= params.spindle_confident_probability);
+  }
+  return result;
+}
+
 }  // namespace grade

@@ -1,5 +1,29 @@
 #pragma once
 // Nucleus instance segmentation and per-nucleus features, with a spindle-cell classification.
+//
+// Method. A small fully-convolutional network (a U-Net in the spirit of Ronneberger et al., MICCAI 2015, whose finest
+// level is at half the working resolution) predicts, per pixel at `working_mpp`, (1) nucleus foreground, (2) the
+// distance to the nucleus boundary normalised per nucleus to 1 on its medial axis (a per-instance distance map, as in
+// Naylor et al., IEEE TMI 2019, "Segmentation of nuclei in histopathology images by deep regression of the distance
+// map"), and (3) whether the pixel belongs to a spindle-shaped nucleus. The network was trained on CoNSeP, MoNuSeg and
+// CPM-15 (tools/train/train_nuclei.py; benchmarks/README.md gives the command, data and held-out scores) and is
+// embedded in the library (libgrade/models/nuclei_unet.onnx), run by OpenCV dnn. Instances come from a
+// marker-controlled watershed (Beucher & Meyer 1993) on the predicted distance: markers are the connected regions
+// where the distance exceeds `marker_threshold`; they flood the foreground in order of decreasing distance, and two
+// basins that meet less than `merge_depth` below the lower of their peaks are merged (dynamics, Grimaud 1992). Because the
+// distance is normalised per nucleus, the marker of a thin spindle nucleus runs along its whole axis (it is never cut
+// in pieces), while two touching nuclei are separated by the valley of the distance between them.
+//
+// Spindle rule (documented so it can be checked by eye): a nucleus is spindle-shaped when it is
+//   - elongated:  elongation (major / minor axis of the moment-equivalent ellipse) >= spindle_min_elongation,
+//   - smooth:     solidity (area / convex-hull area) >= spindle_min_solidity (no notches or lobes),
+//   - blunt-ended or spindle-textured: the network's mean spindle probability over the nucleus
+//                 >= spindle_min_probability; the network learned CoNSeP's fibroblast / smooth-muscle / endothelial
+//                 class, i.e. the appearance of elongated nuclei with blunt (cigar-shaped) ends in fascicles, and
+//   - aligned with its neighbours, or the network is confident: alignment (the mean of cos(2 * angle difference)
+//                 to the nuclei whose centres lie within spindle_neighbourhood_um, weighted by their elongation) >=
+//                 spindle_min_alignment, or the spindle probability >= spindle_confident_probability.
+// Nucleus::spindle_probability, alignment and bluntness are exposed so callers can apply their own rule.
 #include <cstdint>
 #include <vector>
 
@@ -11,8 +35,28 @@
 namespace grade {
 
 struct NucleiParams {
-  double working_mpp = 0.5;  // the image is resampled to this scale internally; results are at the input's scale
-  StainVectors stains = standard_stains();
+  // The image is resampled to this scale internally; results are at the input's scale. 0.5 um/px is where the network
+  // was trained: nuclei are 10-40 px across and a thin spindle nucleus still 4-6 px wide, at a quarter of the pixels
+  // of 0.25 um/px (speed).
+  double working_mpp = 0.5;
+  StainVectors stains = standard_stains();  // for the hematoxylin features (mean_h_od, std_h_od)
+  double foreground_threshold = 0.4;  // network foreground probability above which a pixel belongs to a nucleus
+  double marker_threshold = 0.3;      // normalised distance above which a pixel seeds a nucleus
+  double merge_depth = 0.1;           // markers whose basins meet less than this below the lower peak are merged
+  double min_area_um2 = 6.0;          // smaller instances are dropped (debris, noise)
+  // The spindle rule (see the top of this header). Thresholds chosen on the cross-validation folds of CoNSeP (spindle
+  // F1 over held-out tiles; benchmarks/README.md): CoNSeP's spindle class includes obliquely cut fibroblasts, so the
+  // elongation threshold is low, and the learned probability carries most of the decision.
+  double spindle_min_elongation = 1.2;
+  double spindle_min_solidity = 0.8;
+  double spindle_min_probability = 0.3;
+  double spindle_confident_probability = 0.5;
+  double spindle_min_alignment = 0.0;
+  double spindle_neighbourhood_um = 30.0;
+  // Network tiles at working_mpp: core size and the context margin around it (multiples of 8). Results do not depend on
+  // how the caller tiles the slide, only on the input image; memory is bounded by one tile.
+  int tile_px = 512;
+  int tile_margin_px = 32;
 };
 
 struct Nucleus {
@@ -27,6 +71,9 @@ struct Nucleus {
   double solidity = 1.0;         // area / convex hull area
   double mean_h_od = 0.0;        // mean hematoxylin optical density
   double std_h_od = 0.0;
+  double spindle_probability = 0.0;  // the network's mean spindle probability over the nucleus
+  double alignment = 0.0;            // orientation agreement with neighbours, in [-1, 1] (0 when it has none)
+  double bluntness = 1.0;            // area / area of the moment-equivalent ellipse (> 1: blunt, < 1: tapered ends)
   bool spindle = false;
 };
 
@@ -35,6 +82,14 @@ struct NucleiResult {
   std::vector<Nucleus> nuclei;
 };
 
+// Throws Error(invalid_argument) for empty, non-RGB or mpp-less input and bad parameters, Error(model) if the
+// embedded network cannot be run.
 NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params = {});
+
+namespace detail {
+// For evaluating other networks (cross-validation in benchmarks): the ONNX model used instead of the embedded one by
+// the calling thread, until reset with an empty vector.
+void set_thread_nuclei_model(std::vector<unsigned char> onnx);
+}  // namespace detail
 
 }  // namespace grade

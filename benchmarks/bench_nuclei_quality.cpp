@@ -1,0 +1,133 @@
+// Nucleus segmentation quality on ../shared/data/nuclei with the metrics of ../shared/eval/eval_nuclei.py (pooled AJI,
+// Dice, P/R/F1 at IoU > 0.5, PQ, spindle P/R/F1), and throughput (input megapixels per second of segment_nuclei).
+//
+// usage: bench_nuclei_quality [--data DIR] [--dataset consep|monuseg|cpm15|all] [--model FILE.onnx]
+//                             [--only LIST.txt] [--pred-dir DIR] [--limit N]
+//   --model  evaluate another network instead of the embedded one (cross-validation fold models)
+//   --only   evaluate only the images listed ("dataset/name" per line), e.g. a fold's held-out list
+//   --fg T --marker T --min-area A  post-processing parameters (NucleiParams) to try
+//   --dump FILE  per predicted nucleus: features, whether it matches a GT nucleus, and whether that one is spindle
+//   --pred-dir  also write <name>.png (uint16 labels) and nuclei.csv per data set, for eval_nuclei.py
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "grade/nuclei.hpp"
+#include "nuclei_eval.hpp"
+
+namespace fs = std::filesystem;
+
+int main(int argc, char** argv) {
+  std::string data = std::string(GRADE_SHARED_DATA) + "/nuclei", which = "all", model, only, pred_dir;
+  int limit = 0;
+  grade::NucleiParams params;
+  std::string dump;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << a << " needs a value\n";
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--data") data = next();
+    else if (a == "--dataset") which = next();
+    else if (a == "--model") model = next();
+    else if (a == "--only") only = next();
+    else if (a == "--pred-dir") pred_dir = next();
+    else if (a == "--limit") limit = std::stoi(next());
+    else if (a == "--fg") params.foreground_threshold = std::stod(next());
+    else if (a == "--marker") params.marker_threshold = std::stod(next());
+    else if (a == "--merge") params.merge_depth = std::stod(next());
+    else if (a == "--min-area") params.min_area_um2 = std::stod(next());
+    else if (a == "--dump") dump = next();
+    else {
+      std::cerr << "unknown argument " << a << "\n";
+      return 2;
+    }
+  }
+  cv::setNumThreads(1);
+  if (!model.empty()) {
+    std::ifstream in(model, std::ios::binary);
+    if (!in) {
+      std::cerr << "cannot read " << model << "\n";
+      return 2;
+    }
+    grade::detail::set_thread_nuclei_model(std::vector<unsigned char>(std::istreambuf_iterator<char>(in), {}));
+  }
+  std::set<std::string> keep;
+  if (!only.empty()) {
+    std::ifstream in(only);
+    std::string line;
+    while (std::getline(in, line))
+      if (!line.empty()) keep.insert(line);
+  }
+  std::vector<std::string> sets = which == "all" ? std::vector<std::string>{"consep", "monuseg", "cpm15"}
+                                                 : std::vector<std::string>{which};
+  std::printf("%-8s %5s %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s\n", "dataset", "imgs", "AJI", "Dice", "P", "R", "F1",
+              "PQ", "spP", "spR", "spF1", "MP/s");
+  std::ofstream dumpf;
+  if (!dump.empty()) {
+    dumpf.open(dump);
+    dumpf << "dataset,image,id,area_um2,elongation,solidity,spindle_probability,alignment,bluntness,mean_h_od,matched,"
+             "gt_spindle\n";
+  }
+  for (const auto& ds : sets) {
+    auto samples = grade::detail::nuclei_dataset(data, ds);
+    grade::detail::NucleiEvalSums total;
+    double seconds = 0, mpix = 0;
+    int count = 0;
+    std::ofstream csv;
+    if (!pred_dir.empty()) {
+      fs::create_directories(fs::path(pred_dir) / ds);
+      csv.open(fs::path(pred_dir) / ds / "nuclei.csv");
+      csv << "image,id,spindle\n";
+    }
+    for (const auto& s : samples) {
+      if (!keep.empty() && !keep.count(ds + "/" + s.name)) continue;
+      if (limit > 0 && count >= limit) break;
+      cv::Mat bgr = cv::imread(s.image_path, cv::IMREAD_COLOR), rgb;
+      cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+      const cv::Mat gt = cv::imread(s.label_path, cv::IMREAD_UNCHANGED);
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto r = grade::segment_nuclei(grade::make_view(rgb, s.mpp), params);
+      seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      mpix += static_cast<double>(rgb.total()) / 1e6;
+      std::set<int> sp;
+      for (const auto& n : r.nuclei)
+        if (n.spindle) sp.insert(n.id);
+      total += grade::detail::nuclei_image_sums(gt, r.labels, s.gt_spindle, sp);
+      if (dumpf.is_open()) {
+        const auto match = grade::detail::match_predictions(gt, r.labels);
+        for (const auto& n : r.nuclei) {
+          const int g = match[static_cast<std::size_t>(n.id)];
+          dumpf << ds << "," << s.name << "," << n.id << "," << n.area_um2 << "," << n.elongation << "," << n.solidity
+                << "," << n.spindle_probability << "," << n.alignment << "," << n.bluntness << "," << n.mean_h_od << ","
+                << (g > 0) << "," << (g > 0 && s.gt_spindle.count(g) ? 1 : 0) << "\n";
+        }
+      }
+      if (!pred_dir.empty()) {
+        cv::Mat l16;
+        r.labels.convertTo(l16, CV_16U);
+        cv::imwrite((fs::path(pred_dir) / ds / (s.name + ".png")).string(), l16);
+        for (const auto& n : r.nuclei) csv << s.name << "," << n.id << "," << (n.spindle ? 1 : 0) << "\n";
+      }
+      ++count;
+    }
+    const auto m = grade::detail::nuclei_metrics(total);
+    std::printf("%-8s %5d %6.3f %6.3f %6.3f %6.3f %6.3f %6.3f %6.3f %6.3f %6.3f %6.2f\n", ds.c_str(), count, m.aji,
+                m.dice, m.precision, m.recall, m.f1, m.pq, m.sp_precision, m.sp_recall, m.sp_f1,
+                seconds > 0 ? mpix / seconds : 0.0);
+    std::fflush(stdout);
+  }
+  return 0;
+}

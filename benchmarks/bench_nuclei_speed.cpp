@@ -1,0 +1,94 @@
+// Throughput of tissue + stain + nuclei at 0.5 um/px, with 1 and 2 worker threads (OpenCV's own threads off), the way
+// the pipeline runs them: tissue mask on a thumbnail, Macenko on the tissue, then segment_nuclei on 512x512 tiles
+// (tiles with no tissue are skipped, as the pipeline does). Pixels are counted over the tiles processed at 0.5 um/px;
+// reading the slide is not timed (see bench_slide_read for that).
+//
+// usage: bench_nuclei_speed [SLIDE] [--mpp X] [--repeat N]   (default: ../shared/data/wsi/cmu-1-small-region.svs)
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <opencv2/imgproc.hpp>
+
+#include "grade/nuclei.hpp"
+#include "grade/slide.hpp"
+#include "grade/stain.hpp"
+#include "grade/tissue.hpp"
+
+int main(int argc, char** argv) {
+  std::string path = std::string(GRADE_SHARED_DATA) + "/wsi/cmu-1-small-region.svs";
+  double mpp = 0.0;
+  int repeat = 2;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--mpp" && i + 1 < argc) mpp = std::stod(argv[++i]);
+    else if (a == "--repeat" && i + 1 < argc) repeat = std::stoi(argv[++i]);
+    else path = a;
+  }
+  cv::setNumThreads(1);
+  grade::SlideOpenParams op;
+  op.mpp_override = mpp;
+  const grade::Slide slide = grade::Slide::open(path, op);
+  const double work_mpp = 0.5;
+  // Tiles at 0.5 um/px, read once up front.
+  const grade::ImageView whole = slide.read_region_at_mpp({0, 0, slide.width(), slide.height()}, work_mpp);
+  const int T = 512;
+  std::vector<grade::ImageView> tiles;
+  for (int y = 0; y + T <= whole.rgb.rows; y += T)
+    for (int x = 0; x + T <= whole.rgb.cols; x += T) {
+      grade::ImageView v = whole;
+      v.rgb = whole.rgb(cv::Rect(x, y, T, T)).clone();
+      v.x0 = whole.x0 + static_cast<std::int64_t>(x * whole.downsample);
+      v.y0 = whole.y0 + static_cast<std::int64_t>(y * whole.downsample);
+      tiles.push_back(v);
+    }
+  std::printf("%s: %zu tiles of %dx%d at %.2f um/px\n", path.c_str(), tiles.size(), T, T, work_mpp);
+  for (int threads : {1, 2}) {
+    double best = 1e30;
+    std::int64_t px = 0;
+    std::size_t kept = 0, nuclei = 0;
+    for (int r = 0; r < repeat; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      // Tissue and stains (once per slide), on a thumbnail / a 2 um/px view.
+      const grade::ImageView thumb = slide.read_thumbnail(8.0);
+      const grade::TissueMask tissue = grade::detect_tissue(thumb);
+      cv::Mat tm;
+      cv::resize(tissue.mask, tm, whole.rgb.size(), 0, 0, cv::INTER_NEAREST);
+      grade::ImageView small = whole;
+      cv::resize(whole.rgb, small.rgb, cv::Size(), 0.25, 0.25, cv::INTER_AREA);
+      cv::Mat sm;
+      cv::resize(tm, sm, small.rgb.size(), 0, 0, cv::INTER_NEAREST);
+      const grade::StainEstimate stains = grade::estimate_stains(small, {}, sm);
+      grade::NucleiParams np;
+      np.stains = stains.vectors;
+      std::vector<char> use(tiles.size(), 0);
+      for (std::size_t i = 0; i < tiles.size(); ++i) {
+        const int x = static_cast<int>((tiles[i].x0 - whole.x0) / whole.downsample),
+                  y = static_cast<int>((tiles[i].y0 - whole.y0) / whole.downsample);
+        use[i] = cv::countNonZero(tm(cv::Rect(x, y, T, T))) > 0;
+      }
+      std::atomic<std::size_t> next{0};
+      std::atomic<std::size_t> count{0};
+      std::vector<std::thread> pool;
+      for (int t = 0; t < threads; ++t)
+        pool.emplace_back([&] {
+          for (std::size_t i; (i = next.fetch_add(1)) < tiles.size();)
+            if (use[i]) count += grade::segment_nuclei(tiles[i], np).nuclei.size();
+        });
+      for (auto& t : pool) t.join();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      best = std::min(best, s);
+      kept = 0;
+      for (char u : use) kept += u;
+      px = static_cast<std::int64_t>(kept) * T * T;
+      nuclei = count;
+    }
+    const double mps = static_cast<double>(px) / 1e6 / best;
+    std::printf("threads %d: %zu tissue tiles, %zu nuclei, %.2f s, %.2f MP/s, %.2f MP/s per thread\n", threads, kept,
+                nuclei, best, mps, mps / threads);
+  }
+  return 0;
+}

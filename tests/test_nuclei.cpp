@@ -1,0 +1,142 @@
+// segment_nuclei on drawn nuclei with known shapes, rendered from known stain vectors; determinism; input checks.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <numbers>
+#include <random>
+
+#include <opencv2/core/utility.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "grade/error.hpp"
+#include "grade/nuclei.hpp"
+
+namespace {
+
+struct Drawn {
+  double x, y, major_um, minor_um, angle_deg;
+  bool spindle;
+  double drawn_area_um2 = 0, drawn_elongation = 0;  // filled in by render()
+};
+
+// Beer-Lambert rendering at `mpp`: eosin-stained stroma (with a little texture) and hematoxylin-dense ellipses.
+cv::Mat render(std::vector<Drawn>& nuclei, int w, int h, double mpp, unsigned seed) {
+  const auto s = grade::standard_stains();
+  cv::Mat hd(h, w, CV_32F, cv::Scalar(0.02)), ed(h, w, CV_32F);
+  cv::RNG rng(seed);
+  rng.fill(ed, cv::RNG::NORMAL, 0.35, 0.04);
+  cv::GaussianBlur(ed, ed, {0, 0}, 2.0);
+  // Nuclei drawn 8x supersampled and area-averaged: partial coverage at the edges, so the rendered nucleus has the
+  // analytic ellipse's area and shape (the known answer).
+  const int ss = 8;
+  cv::Mat cover = cv::Mat::zeros(h * ss, w * ss, CV_8U);
+  for (auto& n : nuclei) {
+    cv::ellipse(cover, cv::Point(static_cast<int>((n.x + 0.5) * ss), static_cast<int>((n.y + 0.5) * ss)),
+                cv::Size(static_cast<int>(n.major_um / mpp / 2 * ss), static_cast<int>(n.minor_um / mpp / 2 * ss)),
+                -n.angle_deg, 0, 360, 255, cv::FILLED, cv::LINE_8);
+    n.drawn_area_um2 = std::numbers::pi / 4 * n.major_um * n.minor_um;
+    n.drawn_elongation = n.major_um / n.minor_um;
+  }
+  cv::Mat f;
+  cover.convertTo(f, CV_32F, 1.0 / 255);
+  cv::resize(f, f, cv::Size(w, h), 0, 0, cv::INTER_AREA);
+  hd = hd + f * 0.9;
+  ed = ed.mul(1.0 - f * 0.6);
+  cv::Mat rgb(h, w, CV_8UC3);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c) {
+        const double od = hd.at<float>(y, x) * s.hematoxylin[static_cast<std::size_t>(c)] +
+                          ed.at<float>(y, x) * s.eosin[static_cast<std::size_t>(c)];
+        rgb.at<cv::Vec3b>(y, x)[c] = cv::saturate_cast<uchar>(std::lround(256.0 * std::exp(-od) - 1.0));
+      }
+  return rgb;
+}
+
+std::vector<Drawn> layout() {
+  std::vector<Drawn> v;
+  // A fascicle of parallel spindle nuclei (elongated, blunt, aligned) on the left ...
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 2; ++j) v.push_back({60.0 + j * 70.0, 50.0 + i * 45.0, 18.0, 4.0, 20.0, true});
+  // ... and round / oval nuclei on the right.
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 2; ++j)
+      v.push_back({230.0 + j * 60.0, 50.0 + i * 45.0, 7.5 + 0.5 * i, 7.0 + 0.5 * i - 0.3 * j, 30.0 * i, false});
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("drawn nuclei: count, area, elongation and spindle flags") {
+  const double mpp = 0.5;
+  auto truth = layout();
+  const cv::Mat rgb = render(truth, 340, 230, mpp, 1);
+  const auto r = grade::segment_nuclei(grade::make_view(rgb, mpp));
+  REQUIRE(r.labels.size() == rgb.size());
+  REQUIRE(r.labels.type() == CV_32S);
+  CHECK(r.nuclei.size() == truth.size());
+  for (const auto& t : truth) {
+    const int id = r.labels.at<int>(static_cast<int>(t.y), static_cast<int>(t.x));
+    CAPTURE(t.x);
+    CAPTURE(t.y);
+    REQUIRE(id > 0);
+    const auto& n = r.nuclei[static_cast<std::size_t>(id - 1)];
+    REQUIRE(n.id == id);
+    CHECK(n.area_um2 == doctest::Approx(t.drawn_area_um2).epsilon(0.05));
+    CHECK(n.elongation == doctest::Approx(t.drawn_elongation).epsilon(0.05));
+    CHECK(n.x == doctest::Approx(t.x).epsilon(0.01));
+    CHECK(n.spindle == t.spindle);
+    if (t.spindle) CHECK(std::abs(n.orientation_deg - t.angle_deg) < 5.0);
+  }
+}
+
+TEST_CASE("results do not depend on OpenCV's thread count") {
+  auto truth = layout();
+  const cv::Mat rgb = render(truth, 340, 230, 0.5, 2);
+  const int before = cv::getNumThreads();
+  cv::setNumThreads(1);
+  const auto a = grade::segment_nuclei(grade::make_view(rgb, 0.5), {.tile_px = 128});
+  cv::setNumThreads(2);
+  const auto b = grade::segment_nuclei(grade::make_view(rgb, 0.5), {.tile_px = 128});
+  cv::setNumThreads(before);
+  CHECK(cv::countNonZero(a.labels != b.labels) == 0);
+  REQUIRE(a.nuclei.size() == b.nuclei.size());
+  for (std::size_t i = 0; i < a.nuclei.size(); ++i) CHECK(a.nuclei[i].area_um2 == b.nuclei[i].area_um2);
+}
+
+TEST_CASE("level-0 coordinates follow the view's origin and downsample; other scales are resampled") {
+  auto truth = layout();
+  const cv::Mat rgb = render(truth, 340, 230, 0.5, 3);
+  grade::ImageView v = grade::make_view(rgb, 0.5);
+  v.x0 = 1000;
+  v.y0 = 2000;
+  v.downsample = 2.0;
+  const auto r = grade::segment_nuclei(v);
+  const auto r0 = grade::segment_nuclei(grade::make_view(rgb, 0.5));
+  REQUIRE(r.nuclei.size() == r0.nuclei.size());
+  for (std::size_t i = 0; i < r.nuclei.size(); ++i) {
+    CHECK(r.nuclei[i].x == doctest::Approx(1000 + 2.0 * r0.nuclei[i].x));
+    CHECK(r.nuclei[i].y == doctest::Approx(2000 + 2.0 * r0.nuclei[i].y));
+  }
+  // The same scene at 0.25 um/px: same nuclei, areas in um^2 agree.
+  cv::Mat big;
+  cv::resize(rgb, big, {}, 2.0, 2.0, cv::INTER_LINEAR);
+  const auto r2 = grade::segment_nuclei(grade::make_view(big, 0.25));
+  CHECK(r2.labels.size() == big.size());
+  CHECK(r2.nuclei.size() == r0.nuclei.size());
+}
+
+TEST_CASE("clear errors for empty, non-RGB or scale-less input and bad parameters") {
+  CHECK_THROWS_WITH_AS(grade::segment_nuclei(grade::make_view(cv::Mat(), 0.5)), doctest::Contains("empty"), grade::Error);
+  CHECK_THROWS_WITH_AS(grade::segment_nuclei(grade::make_view(cv::Mat(64, 64, CV_8UC1, cv::Scalar(0)), 0.5)),
+                       doctest::Contains("CV_8UC3"), grade::Error);
+  const cv::Mat rgb(64, 64, CV_8UC3, cv::Scalar(230, 200, 220));
+  CHECK_THROWS_WITH_AS(grade::segment_nuclei(grade::make_view(rgb, 0.0)), doctest::Contains("mpp"), grade::Error);
+  CHECK_THROWS_WITH_AS(grade::segment_nuclei(grade::make_view(rgb, 0.5), {.working_mpp = -1}),
+                       doctest::Contains("working_mpp"), grade::Error);
+  CHECK_THROWS_WITH_AS(grade::segment_nuclei(grade::make_view(rgb, 0.5), {.tile_px = 100}), doctest::Contains("tile_px"),
+                       grade::Error);
+  // Blank glass: no nuclei, no error.
+  const cv::Mat glass(64, 64, CV_8UC3, cv::Scalar(245, 245, 245));
+  CHECK(grade::segment_nuclei(grade::make_view(glass, 0.5)).nuclei.empty());
+}

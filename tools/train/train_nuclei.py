@@ -1,0 +1,200 @@
+#!/usr/bin/python3
+"""Trains the nucleus segmentation network embedded in libgrade (libgrade/models/nuclei_unet.onnx).
+
+Data: ../shared/data/nuclei/{consep,monuseg,cpm15} (see that folder's README for provenance and licences), every image
+resampled to 0.5 um/px (the network's working scale): consep at 0.25 um/px, monuseg at images.csv's mpp, cpm15 at
+images.csv's approximate mpp.
+
+Targets per pixel (computed at the source resolution, then area-resampled): nucleus foreground; the distance to the
+nucleus boundary normalised per instance to 1 on its medial axis (separates touching nuclei: it dips to 0 between
+them, and stays 1 along a thin spindle nucleus's whole axis); spindle (CoNSeP type 4; loss masked elsewhere).
+
+Folds: --fold K of --folds N holds out every image with (hash of its source image) % N == K (CoNSeP tiles are grouped
+by their source image, train_<n>); --fold -1 trains on everything (the committed model).
+
+Reproducible: fixed seeds, CPU, torch threads <= 2. Example (the committed model):
+  nice -n 10 /usr/bin/python3 tools/train/train_nuclei.py --data ../shared/data/nuclei --fold -1 \
+      --out libgrade/models/nuclei_unet.onnx --minutes 15
+"""
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+import zlib
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nuclei_net import NucleiNet, export_onnx  # noqa: E402
+
+WORK_MPP = 0.5
+
+
+def group_of(dataset, name):
+    if dataset == "consep":
+        return "consep/" + "_".join(name.split("_")[:2])
+    return dataset + "/" + name
+
+
+def fold_of(group, folds):
+    return zlib.crc32(group.encode()) % folds
+
+
+def targets(lab, sp_ids):
+    """fg, normalised distance, spindle maps (float32) at the label's resolution."""
+    h, w = lab.shape
+    fg = (lab > 0).astype(np.float32)
+    dist = np.zeros((h, w), np.float32)
+    sp = np.zeros((h, w), np.float32)
+    ids = np.unique(lab)
+    ids = ids[ids > 0]
+    if len(ids):
+        objs = __import__("scipy.ndimage", fromlist=["find_objects"]).find_objects(lab)
+        for i in ids:
+            sl = objs[i - 1]
+            if sl is None:
+                continue
+            y0, y1 = max(sl[0].start - 1, 0), min(sl[0].stop + 1, h)
+            x0, x1 = max(sl[1].start - 1, 0), min(sl[1].stop + 1, w)
+            m = (lab[y0:y1, x0:x1] == i).astype(np.uint8)
+            d = cv2.distanceTransform(np.pad(m, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+            mx = d.max()
+            if mx > 0:
+                dist[y0:y1, x0:x1][m > 0] = d[m > 0] / mx
+            if i in sp_ids:
+                sp[y0:y1, x0:x1][m > 0] = 1.0
+    return fg, dist, sp
+
+
+def load(data_dir):
+    items = []
+    sp_by_tile = {}
+    with open(os.path.join(data_dir, "consep", "nuclei.csv")) as f:
+        for r in csv.DictReader(f):
+            if r["type"] == "4":
+                sp_by_tile.setdefault(r["tile"], set()).add(int(r["id"]))
+    mpps = {}
+    for ds, col in (("monuseg", "mpp"), ("cpm15", "mpp_approx")):
+        with open(os.path.join(data_dir, ds, "images.csv")) as f:
+            for r in csv.DictReader(f):
+                mpps[(ds, r["image"])] = float(r[col]) if r[col] else 0.25
+    for ds in ("consep", "monuseg", "cpm15"):
+        for fn in sorted(os.listdir(os.path.join(data_dir, ds, "images"))):
+            name = os.path.splitext(fn)[0]
+            img = cv2.cvtColor(cv2.imread(os.path.join(data_dir, ds, "images", fn)), cv2.COLOR_BGR2RGB)
+            lab = cv2.imread(os.path.join(data_dir, ds, "labels", name + ".png"), cv2.IMREAD_UNCHANGED).astype(np.int32)
+            mpp = 0.25 if ds == "consep" else mpps[(ds, name)]
+            fg, dist, sp = targets(lab, sp_by_tile.get(name, set()) if ds == "consep" else set())
+            s = mpp / WORK_MPP
+            size = (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s)))
+            rs = lambda a: cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+            items.append(dict(ds=ds, name=name, group=group_of(ds, name), img=rs(img),
+                              y=np.stack([rs(fg), rs(dist), rs(sp)]).astype(np.float32), typed=ds == "consep"))
+    return items
+
+
+def crops(items, rng, n, size):
+    xs, ys, ts = [], [], []
+    for _ in range(n):
+        it = items[rng.integers(len(items))]
+        img, y = it["img"], it["y"]
+        h, w = img.shape[:2]
+        ph, pw = max(0, size - h), max(0, size - w)
+        if ph or pw:
+            img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect")
+            y = np.pad(y, ((0, 0), (0, ph), (0, pw)), mode="reflect")
+            h, w = img.shape[:2]
+        r0, c0 = rng.integers(h - size + 1), rng.integers(w - size + 1)
+        im = img[r0:r0 + size, c0:c0 + size].astype(np.float32) / 255.0
+        yy = y[:, r0:r0 + size, c0:c0 + size]
+        k = rng.integers(4)
+        im, yy = np.rot90(im, k, (0, 1)), np.rot90(yy, k, (1, 2))
+        if rng.random() < 0.5:
+            im, yy = im[:, ::-1], yy[:, :, ::-1]
+        # Stain / scanner variation: jitter in optical density space (per-channel gain and offset), and brightness.
+        od = -np.log(np.clip(im, 1.0 / 255, 1.0))
+        od = od * rng.uniform(0.75, 1.3, 3)[None, None, :] + rng.uniform(-0.05, 0.05, 3)[None, None, :]
+        im = np.clip(np.exp(-od) * rng.uniform(0.92, 1.08), 0, 1)
+        xs.append(np.ascontiguousarray(im.transpose(2, 0, 1)).astype(np.float32) - 0.5)
+        ys.append(np.ascontiguousarray(yy))
+        ts.append(1.0 if it["typed"] else 0.0)
+    return torch.tensor(np.stack(xs)), torch.tensor(np.stack(ys)), torch.tensor(ts)
+
+
+def loss_fn(out, y, typed):
+    fg_t, d_t, sp_t = y[:, 0], y[:, 1], y[:, 2]
+    fg_l, d_l, sp_l = out[:, 0], out[:, 1], out[:, 2]
+    p = torch.sigmoid(fg_l)
+    l_fg = F.binary_cross_entropy_with_logits(fg_l, fg_t) + 1 - (2 * (p * fg_t).sum() + 1) / (p.sum() + fg_t.sum() + 1)
+    w = (fg_t > 0.5).float()
+    l_d = ((torch.sigmoid(d_l) - d_t) ** 2 * (0.2 + w)).sum() / (0.2 * w.numel() + w.sum()) * 4
+    tm = typed[:, None, None] * w
+    l_sp = (F.binary_cross_entropy_with_logits(sp_l, sp_t, reduction="none") * tm).sum() / (tm.sum() + 1)
+    return l_fg + l_d + 0.5 * l_sp
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="../shared/data/nuclei")
+    ap.add_argument("--fold", type=int, default=-1)
+    ap.add_argument("--folds", type=int, default=2)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--minutes", type=float, default=20.0, help="safety limit on wall-clock time")
+    ap.add_argument("--steps", type=int, default=1200, help="optimiser steps (the schedule; reproducible)")
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--init", help="start from this state dict (.pt), e.g. a previous stage's")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=12)
+    a = ap.parse_args()
+    torch.set_num_threads(min(a.threads, 2))
+    torch.manual_seed(a.seed)
+    rng = np.random.default_rng(a.seed)
+    t0 = time.time()
+    items = load(a.data)
+    train = [it for it in items if a.fold < 0 or fold_of(it["group"], a.folds) != a.fold]
+    held = sorted({it["ds"] + "/" + it["name"] for it in items if a.fold >= 0 and fold_of(it["group"], a.folds) == a.fold})
+    with open(a.out + ".heldout.txt", "w") as f:
+        f.write("\n".join(held) + ("\n" if held else ""))
+    print(f"loaded {len(items)} images in {time.time() - t0:.0f}s; training on {len(train)}, holding out {len(held)}",
+          flush=True)
+    model = NucleiNet()
+    if a.init:
+        model.load_state_dict(torch.load(a.init))
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+    budget = a.minutes * 60 - (time.time() - t0) - 30
+    t1 = time.time()
+    step = 0
+    avg = None
+    while step < a.steps:
+        if time.time() - t1 > budget:
+            print("stopped by the time limit (not reproducible)", flush=True)
+            break
+        lr = a.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * step / a.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y, t = crops(train, rng, a.batch, a.crop)
+        model.train()
+        out = model(x)
+        loss = loss_fn(out, y, t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        step += 1
+        if step % 100 == 0:
+            print(f"step {step} t={time.time() - t0:.0f}s lr={lr:.5f} loss={avg:.4f}", flush=True)
+    model.eval()
+    export_onnx(model, a.out)
+    torch.save(model.state_dict(), a.out + ".pt")
+    print(f"done: {step} steps, wrote {a.out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -209,8 +209,9 @@ TEST_CASE("grade-synth slides: necrosis percentage within 5 points of the truth"
   };
   for (const Case c : {Case{3, 30.0, 6000, 6000}, Case{5, 60.0, 8000, 5000}, Case{7, 5.0, 6000, 6000},
                        Case{21, 0.0, 4000, 4000}}) {
-    const auto tiff = dir / ("s" + std::to_string(c.seed) + ".tiff");
-    const auto json = dir / ("s" + std::to_string(c.seed) + ".json");
+    const std::string stem = std::to_string(c.seed);
+    const auto tiff = dir / (stem + ".tiff");
+    const auto json = dir / (stem + ".json");
     const auto r = test::run(test::quote(test::tool("grade-synth").string()) + " -q --out " + test::quote(tiff.string()) +
                              " --truth " + test::quote(json.string()) + " --seed " + std::to_string(c.seed) +
                              " --necrosis-percent " + std::to_string(c.percent) + " --width " +

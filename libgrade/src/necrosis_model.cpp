@@ -109,9 +109,15 @@ int necrosis_feature_count() { return static_cast<int>(scales_cells.size()) * pe
 std::vector<std::string> necrosis_feature_names() {
   std::vector<std::string> n;
   for (int k : scales_cells) {
-    const std::string s = "@" + std::to_string(k * static_cast<int>(necrosis_cell_um)) + "um";
-    for (const char* f : {"tissue_fraction", "log_mean_h", "log_mean_e", "log_sd_e", "log_grad", "crisp_nuclear_fraction", "saturation"})
-      n.push_back(f + s);
+    std::string s = "@";
+    s += std::to_string(k * static_cast<int>(necrosis_cell_um));
+    s += "um";
+    for (const char* f : {"tissue_fraction", "log_mean_h", "log_mean_e", "log_sd_e", "log_grad", "crisp_nuclear_fraction",
+                          "saturation"}) {
+      std::string name = f;
+      name += s;
+      n.push_back(name);
+    }
   }
   return n;
 }

@@ -1,7 +1,7 @@
 // Quality of the necrosis map on ../shared/data/necrosis/osteosarcoma, cross-validated leave-one-case-out (each tile
 // is predicted by a model trained without its case), scored as ../shared/eval/eval_necrosis.py does.
 //
-//   bench_necrosis_quality [--data DIR] [--mpp 1.0] [--l2 X] [--synth SLIDE.tiff TRUTH.json]... [--synth-weight W] [--csv OUT.csv]
+//   bench_necrosis_quality [--data DIR] [--mpp 1.0] [--l2 X] [--synth SLIDE.tiff TRUTH.json]... [--synth-weight W] [--threshold T] [--estimate-stains] [--csv OUT.csv]
 //                          [--maps DIR] [--image IMG --image-mpp X] [--write-model libgrade/models/necrosis.yml]
 //
 // --synth adds a grade-synth slide to every fold's training set (cells labelled from its truth polygons);
@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "grade/slide.hpp"
+#include "grade/stain.hpp"
 #include "necrosis_eval.hpp"
 
 using namespace grade;
@@ -26,7 +28,8 @@ int main(int argc, char** argv) {
   std::string csv, model_out, maps, extra_image;
   double extra_mpp = 0.0;
   double synth_weight = 2.0;
-  double threshold = NecrosisParams{}.threshold;  // 0 = the file's
+  double threshold = NecrosisParams{}.threshold;
+  bool estimate = false;  // Macenko per image instead of the standard vectors (an experiment; see necrosis_eval.hpp)  // 0 = the file's
   std::vector<std::pair<std::string, std::string>> synth;
   double mpp = 1.0;
   NecrosisTrainParams tp;
@@ -45,6 +48,7 @@ int main(int argc, char** argv) {
     else if (a == "--maps") maps = next();
     else if (a == "--image") extra_image = next();
     else if (a == "--threshold") threshold = std::stod(next());
+    else if (a == "--estimate-stains") estimate = true;
     else if (a == "--synth-weight") synth_weight = std::stod(next());
     else if (a == "--synth") {
       const std::string tiff = next();
@@ -54,17 +58,17 @@ int main(int argc, char** argv) {
     else if (a == "--mpp") mpp = std::stod(next());
     else if (a == "--l2") tp.l2 = std::stod(next());
     else {
-      std::cerr << "usage: bench_necrosis_quality [--data DIR] [--mpp X] [--l2 X] [--synth TIFF JSON]... [--synth-weight W] [--csv OUT] "
+      std::cerr << "usage: bench_necrosis_quality [--data DIR] [--mpp X] [--l2 X] [--synth TIFF JSON]... [--synth-weight W] [--threshold T] [--estimate-stains] [--csv OUT] "
                    "[--maps DIR] [--image IMG --image-mpp X] [--write-model OUT]\n";
       return 2;
     }
   }
   try {
     const auto t0 = std::chrono::steady_clock::now();
-    const auto tiles = load_necrosis_tiles(data, mpp);
+    const auto tiles = load_necrosis_tiles(data, mpp, {}, estimate);
     std::vector<NecrosisTrainingTile> extra;
     for (const auto& [tiff, json] : synth)
-      for (auto& t : load_synth_training(tiff, json, synth_weight)) extra.push_back(std::move(t));
+      for (auto& t : load_synth_training(tiff, json, synth_weight, {}, estimate)) extra.push_back(std::move(t));
     NecrosisParams params;
     params.threshold = threshold;
     const auto res = cross_validate_necrosis(tiles, tp, params, maps, extra);
@@ -88,7 +92,7 @@ int main(int argc, char** argv) {
     for (const auto& t : tiles) all.push_back({t.features, t.necrotic, {}, 1.0});
     NecrosisModel m = train_necrosis_model(all, tp);
     std::vector<NecrosisTileResult> in;
-    for (const auto& t : tiles) in.push_back({t.stem, t.group, t.necrotic, map_necrosis_with(t.view, {}, m).necrotic_fraction});
+    for (const auto& t : tiles) in.push_back({t.stem, t.group, t.necrotic, map_necrosis_with(t.view, t.params, m).necrotic_fraction});
     const auto si = score_necrosis_tiles(in);
     std::printf("necrosis resubstitution: acc=%.4f AUC=%.4f mosaicMAE=%.2f pp\n", si.accuracy, si.auc, si.mosaic_mae_pp);
     const auto names = necrosis_feature_names();
@@ -99,9 +103,10 @@ int main(int argc, char** argv) {
       SlideOpenParams op;
       op.mpp_override = extra_mpp;
       const Slide slide = Slide::open(extra_image, op);
-      const NecrosisParams np;
-      const NecrosisMap em =
-          map_necrosis_with(slide.read_region_at_mpp({0, 0, slide.width(), slide.height()}, np.working_mpp), np, m);
+      NecrosisParams np;
+      const ImageView whole = slide.read_region_at_mpp({0, 0, slide.width(), slide.height()}, np.working_mpp);
+      if (estimate) np.stains = estimate_stains(whole).vectors;
+      const NecrosisMap em = map_necrosis_with(whole, np, m);
       if (!maps.empty()) {
         cv::Mat p8;
         em.probability.convertTo(p8, CV_8U, 255.0);

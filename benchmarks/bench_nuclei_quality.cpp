@@ -5,7 +5,7 @@
 //                             [--only LIST.txt] [--pred-dir DIR] [--limit N]
 //   --model  evaluate another network instead of the embedded one (cross-validation fold models)
 //   --only   evaluate only the images listed ("dataset/name" per line), e.g. a fold's held-out list
-//   --fg T --marker T --min-area A  post-processing parameters (NucleiParams) to try
+//   --fg T --marker T --merge D --min-area A --margin PX  NucleiParams to try
 //   --dump FILE  per predicted nucleus: features, whether it matches a GT nucleus, and whether that one is spindle
 //   --pred-dir  also write <name>.png (uint16 labels) and nuclei.csv per data set, for eval_nuclei.py
 #include <chrono>
@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
     else if (a == "--fg") params.foreground_threshold = std::stod(next());
     else if (a == "--marker") params.marker_threshold = std::stod(next());
     else if (a == "--merge") params.merge_depth = std::stod(next());
+    else if (a == "--margin") params.tile_margin_px = std::stoi(next());
     else if (a == "--min-area") params.min_area_um2 = std::stod(next());
     else if (a == "--dump") dump = next();
     else {

@@ -55,8 +55,8 @@ struct NucleiParams {
   double spindle_neighbourhood_um = 30.0;
   // Network tiles at working_mpp: core size and the context margin around it (multiples of 8). Results do not depend on
   // how the caller tiles the slide, only on the input image; memory is bounded by one tile.
-  int tile_px = 512;
-  int tile_margin_px = 32;
+  int tile_px = 1024;
+  int tile_margin_px = 16;
 };
 
 struct Nucleus {

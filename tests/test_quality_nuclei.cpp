@@ -1,0 +1,73 @@
+// Nucleus segmentation quality on real data (../shared/data/nuclei), on images the embedded network never saw in
+// training (it was trained on the other cross-validation fold; benchmarks/README.md). Each floor is the score measured
+// with bench_nuclei_quality on the same subset, minus 0.02: the test fails when a change makes it worse than that.
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <set>
+#include <string>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "grade/nuclei.hpp"
+#include "nuclei_eval.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+// Measured on these subsets (benchmarks/README.md, "nuclei" section).
+constexpr double MONUSEG_AJI = 0.488, MONUSEG_F1 = 0.623, CPM15_AJI = 0.557, CPM15_F1 = 0.623, CONSEP_AJI = 0.403,
+                 CONSEP_SPINDLE_F1 = 0.391;
+
+grade::detail::NucleiMetrics score(const std::string& dataset, const std::set<std::string>& names) {
+  const auto root = grade::test::shared_data_or_skip("nuclei quality needs ../shared/data/nuclei") / "nuclei";
+  grade::detail::NucleiEvalSums total;
+  int n = 0;
+  for (const auto& s : grade::detail::nuclei_dataset(root.string(), dataset)) {
+    if (!names.count(s.name)) continue;
+    cv::Mat rgb;
+    cv::cvtColor(cv::imread(s.image_path, cv::IMREAD_COLOR), rgb, cv::COLOR_BGR2RGB);
+    const cv::Mat gt = cv::imread(s.label_path, cv::IMREAD_UNCHANGED);
+    const auto r = grade::segment_nuclei(grade::make_view(rgb, s.mpp));
+    std::set<int> sp;
+    for (const auto& nu : r.nuclei)
+      if (nu.spindle) sp.insert(nu.id);
+    total += grade::detail::nuclei_image_sums(gt, r.labels, s.gt_spindle, sp);
+    ++n;
+  }
+  REQUIRE(n == static_cast<int>(names.size()));
+  const auto m = grade::detail::nuclei_metrics(total);
+  MESSAGE(dataset << ": AJI " << m.aji << " Dice " << m.dice << " F1 " << m.f1 << " PQ " << m.pq << " spindle F1 "
+                  << m.sp_f1);
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("monuseg held-out images") {
+  const auto m = score("monuseg", {"TCGA-21-5784-01Z-00-DX1", "TCGA-50-5931-01Z-00-DX1", "TCGA-AR-A1AK-01Z-00-DX1",
+                                   "TCGA-AR-A1AS-01Z-00-DX1", "TCGA-B0-5710-01Z-00-DX1", "TCGA-E2-A1B5-01Z-00-DX1"});
+  CHECK(m.aji >= MONUSEG_AJI - 0.02);
+  CHECK(m.f1 >= MONUSEG_F1 - 0.02);
+}
+
+TEST_CASE("cpm15 held-out images") {
+  const auto m = score("cpm15", {"image01", "image02", "image03", "image08", "image09", "image14", "image15"});
+  CHECK(m.aji >= CPM15_AJI - 0.02);
+  CHECK(m.f1 >= CPM15_F1 - 0.02);
+}
+
+TEST_CASE("consep held-out tiles (the 192 tiles of 12 source images)") {
+  std::set<std::string> names;
+  for (const std::string src : {"train_4", "train_5", "train_6", "train_7", "train_14", "train_15", "train_16",
+                                "train_17", "train_20", "train_21", "train_22", "train_23"})
+    for (int i = 0; i < 16; ++i) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%s_%03d", src.c_str(), i);
+      names.insert(buf);
+    }
+  const auto m = score("consep", names);
+  CHECK(m.aji >= CONSEP_AJI - 0.02);
+  CHECK(m.sp_f1 >= CONSEP_SPINDLE_F1 - 0.02);
+}

@@ -8,6 +8,7 @@
 #include <random>
 
 #include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "grade/error.hpp"
@@ -229,4 +230,30 @@ TEST_CASE("grade-synth slides: necrosis percentage within 5 points of the truth"
     CHECK(a.tumour_mm2 == doctest::Approx(truth.at("tissue_area_mm2").get<double>()).epsilon(0.05));
     MESSAGE("grade-synth seed " << c.seed << ": truth " << truth_pct << " %, measured " << a.percent() << " %");
   }
+}
+
+TEST_CASE("grade-inspect necrosis writes necrosis.csv and a mask per image, agreeing with map_necrosis") {
+  test::TempDir dir("grade-necrosis-cli");
+  const cv::Mat rgb = two_tissues(384);
+  cv::Mat bgr;
+  cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
+  const auto png = dir / "two.png";
+  REQUIRE(cv::imwrite(png.string(), bgr));
+  const auto out = dir / "out";
+  const auto r = test::run(test::quote(test::tool("grade-inspect").string()) + " necrosis --mpp 2.0 --out " +
+                           test::quote(out.string()) + " " + test::quote(png.string()));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  std::ifstream csv(out / "necrosis.csv");
+  std::string header, row;
+  std::getline(csv, header);
+  std::getline(csv, row);
+  CHECK(header.rfind("image,necrotic_fraction,tissue_fraction", 0) == 0);
+  REQUIRE(row.rfind("two,", 0) == 0);
+  const double fraction = std::stod(row.substr(4));
+  const NecrosisMap m = map_necrosis(make_view(rgb, 2.0));
+  CHECK(fraction == doctest::Approx(m.necrotic_fraction).epsilon(1e-4));
+  const cv::Mat mask = cv::imread((out / "two.necrosis.png").string(), cv::IMREAD_UNCHANGED);
+  REQUIRE(!mask.empty());
+  CHECK(mask.size() == rgb.size());
+  CHECK(cv::countNonZero(mask != m.necrosis) == 0);
 }

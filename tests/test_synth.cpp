@@ -298,10 +298,10 @@ TEST_CASE("synth: the brute-force hotspot is exact on hand-made points") {
   const std::vector<std::pair<double, double>> pts{{150.5, 210.2}, {249.9, 300.0}, {200, 250}, {900, 900}, {950, 990}};
   const auto w = grade::brute_force_hotspot(pts, 1000, 1000, 100);
   CHECK(w.count == 3);
-  CHECK(w.x <= 150);
-  CHECK(w.x + 100 > 249);
-  CHECK(w.y <= 210);
-  CHECK(w.y + 100 > 300);
+  // The window must start at x <= 150 and end after 249.9 (x = 150), and at y <= 210 and after 300 (y in 201..210):
+  // the tie rule picks the smallest y.
+  CHECK(w.x == 150);
+  CHECK(w.y == 201);
   CHECK(grade::brute_force_hotspot({}, 1000, 1000, 100).count == 0);
   CHECK(grade::brute_force_hotspot({{999.5, 999.5}}, 1000, 1000, 100).count == 1);  // clamped to the slide
 }

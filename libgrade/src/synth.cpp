@@ -1308,8 +1308,11 @@ HotspotWindow brute_force_hotspot(const std::vector<std::pair<double, double>>& 
     for (std::int64_t g = 0; g <= max_v; g += 32) v.push_back(g);
     v.push_back(max_v);
     for (const auto& q : points) {
+      // A best window can be slid until a point sits on its first row/column (f) or on its last (f - side + 1);
+      // the latter gives the smallest coordinate, which the tie rule asks for.
       const auto f = static_cast<std::int64_t>(std::floor(use_x ? q.first : q.second));
       v.push_back(std::clamp<std::int64_t>(f, 0, max_v));
+      v.push_back(std::clamp<std::int64_t>(f - side_px + 1, 0, max_v));
     }
     std::sort(v.begin(), v.end());
     v.erase(std::unique(v.begin(), v.end()), v.end());

@@ -80,7 +80,7 @@ void validate(const SynthParams& params);
 // Brute-force densest 10-HPF window (the project's convention): an axis-aligned square of side
 // sqrt(fields x hpf_area_mm2) inside the slide; its count is the number of points (level-0 px) inside
 // [x, x+side) x [y, y+side); the best maximises the count, ties broken by the smallest y, then x. Exact: it tries
-// every left edge at floor(point x) (clamped) and every top edge at floor(point y) (clamped) plus a 32-px grid.
+// every edge position that puts a point on the window's first or last row/column (clamped), plus a 32-px grid.
 struct HotspotWindow {
   int count = 0;
   std::int64_t x = 0, y = 0, side_px = 0;

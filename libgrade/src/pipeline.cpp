@@ -216,7 +216,8 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
   GradeParams params = params_in;
   params.nuclei.stains = rep.stains.vectors;
   params.mitosis.stains = rep.stains.vectors;
-  params.necrosis.stains = rep.stains.vectors;
+  // Not necrosis: its model was trained on densities from the standard vectors and the slide's own shift every feature
+  // (necrosis.hpp); it keeps params.necrosis.stains as given (default standard_stains()).
 
   // 2. The grid: cells of an integer number of level-0 pixels, so tile cores (whole numbers of cells) partition the
   // slide exactly and every cell belongs to one tile.

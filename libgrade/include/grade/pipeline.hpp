@@ -71,7 +71,7 @@ struct GradeParams {
   StainParams stain;
   NucleiParams nuclei;      // its `stains` are replaced by the slide's estimate
   MitosisParams mitosis;    // idem
-  NecrosisParams necrosis;  // idem
+  NecrosisParams necrosis;  // used as given: its model expects the standard vectors (necrosis.hpp)
 };
 
 // One progress step. `phase` is "thumbnail", "tiles" or "aggregate"; fraction is 0..1 over the whole run.

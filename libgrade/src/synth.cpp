@@ -1159,14 +1159,12 @@ SynthSummary Synth::run(const fs::path& slide_path, const fs::path& truth_path, 
   std::fputs(head.c_str(), tf);
 
   // Level-0 tiles, row by row; cell rows r-1, r, r+1 are kept (a nucleus never reaches beyond its neighbour cells).
-  const int mpp_x100 = static_cast<int>(std::lround(p_.mpp * 100));
   const int app_mag = p_.mpp <= 0.3 ? 40 : p_.mpp <= 0.6 ? 20 : 10;
   char desc[256];
   std::snprintf(desc, sizeof desc,
                 "Aperio Image Library v10.0 \n%" PRId64 "x%" PRId64 " -> %" PRId64 "x%" PRId64
                 " - |AppMag = %d|MPP = %.6g|Generator = grade-synth|Seed = %" PRIu64,
                 W_, H_, W_, H_, app_mag, p_.mpp, p_.seed);
-  (void)mpp_x100;
   PyramidTiffWriter writer(tmp_slide, W_, H_, T_, p_.jpeg_quality, p_.mpp, desc);
   sum.levels = writer.levels();
   const std::int64_t ncols = (W_ + T_ - 1) / T_, nrows = (H_ + T_ - 1) / T_;

@@ -39,6 +39,8 @@ void check_params(const GradeParams& p) {
   if (!(p.tile_um >= 32.0 && p.tile_um <= 8192.0)) bad("tile_um must be in [32, 8192] (got " + fmt(p.tile_um) + ")");
   if (!(p.tile_margin_um >= 0.0 && p.tile_margin_um <= 1024.0))
     bad("tile_margin_um must be in [0, 1024] (got " + fmt(p.tile_margin_um) + ")");
+  if (!(p.necrosis_margin_um >= 0.0 && p.necrosis_margin_um <= 2048.0))
+    bad("necrosis_margin_um must be in [0, 2048] (got " + fmt(p.necrosis_margin_um) + ")");
   if (!(p.grid_um >= 1.0 && p.grid_um <= 64.0)) bad("grid_um must be in [1, 64] (got " + fmt(p.grid_um) + ")");
   if (!(p.thumbnail_mpp >= 1.0 && p.thumbnail_mpp <= 64.0))
     bad("thumbnail_mpp must be in [1, 64] (got " + fmt(p.thumbnail_mpp) + ")");
@@ -305,6 +307,8 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
   if (rep.mpp_source == "caller") rep.warnings.push_back("resolution given by the caller (" + fmt(mpp0) + " um/px)");
 
   rep.necrosis_fraction = cv::Mat::zeros(gh, gw, CV_32F);
+  const double nec_mpp = std::max(mpp0, params.necrosis.working_mpp);
+  const std::int64_t nec_margin_px = static_cast<std::int64_t>(std::ceil(params.necrosis_margin_um / mpp0));
   std::vector<TileResult> results(tiles.size());
   const auto t_tiles = Clock::now();
 
@@ -348,8 +352,17 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
     }
 
     // Necrosis: the necrotic share of each core cell, from the map at the necrosis stage's resolution.
+    // Necrosis: its features look at ~50 and ~200 um neighbourhoods (necrosis.hpp), far more than the mitosis margin,
+    // so it gets its own read at its own resolution (from a coarse pyramid level: cheap) with a wider margin.
     t0 = Clock::now();
-    const ImageView coarse = resample_to(fine, params.necrosis.working_mpp);
+    const std::int64_t nx0 = std::max<std::int64_t>(0, t.core.x - nec_margin_px);
+    const std::int64_t ny0 = std::max<std::int64_t>(0, t.core.y - nec_margin_px);
+    const std::int64_t nx1 = std::min<std::int64_t>(rep.width, t.core.x + t.core.width + nec_margin_px);
+    const std::int64_t ny1 = std::min<std::int64_t>(rep.height, t.core.y + t.core.height + nec_margin_px);
+    const ImageView coarse =
+        nec_mpp > read_mpp * (1.0 + 1e-6)
+            ? slide.read_region_at_mpp(Rect64{nx0, ny0, nx1 - nx0, ny1 - ny0}, nec_mpp)
+            : resample_to(fine, params.necrosis.working_mpp);
     const NecrosisMap nm = map_necrosis(coarse, params.necrosis);
     for (int gy = t.gy0; gy < t.gy1; ++gy) {
       for (int gx = t.gx0; gx < t.gx1; ++gx) {

@@ -120,6 +120,7 @@ ordered_json report_object(const SlideReport& rep) {
                      {"roi", roi},
                      {"tile_um", p.tile_um},
                      {"tile_margin_um", p.tile_margin_um},
+                     {"necrosis_margin_um", p.necrosis_margin_um},
                      {"grid_um", p.grid_um},
                      {"thumbnail_mpp", p.thumbnail_mpp},
                      {"stain_mpp", p.stain_mpp},

@@ -57,6 +57,7 @@ struct GradeParams {
   int threads = 0;                   // worker threads; 0 = std::thread::hardware_concurrency()
   double tile_um = 512.0;            // side of a tile's core (the part whose detections it keeps), micrometres
   double tile_margin_um = 24.0;      // context read around the core so border objects are seen whole
+  double necrosis_margin_um = 160.0; // context for the necrosis map (read separately at its own, coarse resolution)
   double grid_um = 8.0;              // resolution of the tissue, tumour and necrosis maps (one cell, micrometres)
   double thumbnail_mpp = 8.0;        // resolution of the thumbnail used for tissue detection and overlays
   // The stain estimate runs on a finer overview (at 8 um/px nuclei and stroma blur into one colour and Macenko's two

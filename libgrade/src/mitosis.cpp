@@ -23,6 +23,7 @@ namespace {
 
 constexpr int kCrop = 64;     // classifier input side, pixels at working_mpp (16 um at 0.25 um/px)
 constexpr int kBatch = 64;    // crops per forward pass
+constexpr int kSmall = 16;    // pre-filter input side: the crop area-averaged 4x (1 um/px)
 
 std::string num(double v) {
   char buf[64];
@@ -45,6 +46,9 @@ void check_params(const MitosisParams& p) {
     throw Error(ErrorCode::invalid_argument, "detect_mitoses: nms_radius_um must be >= 0, got " + num(p.nms_radius_um));
   if (!std::isfinite(p.threshold))
     throw Error(ErrorCode::invalid_argument, "detect_mitoses: threshold must be finite, got " + num(p.threshold));
+  if (!(p.prefilter_threshold >= 0.0 && p.prefilter_threshold < 1.0))
+    throw Error(ErrorCode::invalid_argument,
+                "detect_mitoses: prefilter_threshold must be in [0, 1), got " + num(p.prefilter_threshold));
   if (!std::isfinite(p.candidate_min_od))
     throw Error(ErrorCode::invalid_argument,
                 "detect_mitoses: candidate_min_od must be finite, got " + num(p.candidate_min_od));
@@ -79,7 +83,7 @@ struct Peak {
 // The classifier: the ONNX bytes and a pool of networks (a cv::dnn::Net must not run two forward passes at once).
 }  // namespace detail
 
-struct MitosisModel::Impl {
+struct NetPool {
   std::vector<unsigned char> bytes;
   mutable std::mutex mutex;
   mutable std::vector<std::unique_ptr<cv::dnn::Net>> pool;
@@ -106,35 +110,55 @@ struct MitosisModel::Impl {
     std::lock_guard<std::mutex> lock(mutex);
     pool.push_back(std::move(net));
   }
+  // Borrows a network for the scope of the object.
+  struct Lease {
+    const NetPool* owner;
+    std::unique_ptr<cv::dnn::Net> net;
+    explicit Lease(const NetPool& p) : owner(&p), net(p.acquire()) {}
+    ~Lease() { owner->release(std::move(net)); }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+  };
+  // Loads the network and checks that an N x 3 x side x side input gives one output per crop.
+  void check(int side, const char* what) const {
+    Lease lease(*this);
+    try {
+      const int shape[] = {2, 3, side, side};
+      cv::Mat blob(4, shape, CV_32F, cv::Scalar(0.5));
+      lease.net->setInput(blob);
+      cv::Mat out = lease.net->forward();
+      if (out.total() != 2)
+        throw Error(ErrorCode::model, std::string(what) + ": expected one output per crop, got " +
+                                          std::to_string(out.total()) + " for 2 crops");
+    } catch (const cv::Exception& e) {
+      throw Error(ErrorCode::model, std::string(what) + ": the ONNX model does not run: " + e.what());
+    }
+  }
+};
+
+struct MitosisModel::Impl {
+  NetPool main;
+  NetPool pre;  // optional (empty bytes): the pre-filter
 };
 
 MitosisModel::MitosisModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 MitosisModel::~MitosisModel() = default;
 
-std::shared_ptr<const MitosisModel> MitosisModel::from_onnx(const std::vector<unsigned char>& onnx_bytes) {
+std::shared_ptr<const MitosisModel> MitosisModel::from_onnx(const std::vector<unsigned char>& onnx_bytes,
+                                                            const std::vector<unsigned char>& prefilter_onnx_bytes) {
   if (onnx_bytes.empty()) throw Error(ErrorCode::model, "mitosis classifier: empty ONNX model");
   auto impl = std::make_unique<Impl>();
-  impl->bytes = onnx_bytes;
-  auto model = std::make_shared<const MitosisModel>(std::move(impl));
-  // Load once now, and check the shapes on a blank crop, so that a bad model fails here and not mid-slide.
-  auto net = model->impl().acquire();
-  try {
-    const int shape[] = {1, 3, detail::kCrop, detail::kCrop};
-    cv::Mat blob(4, shape, CV_32F, cv::Scalar(0.5));
-    net->setInput(blob);
-    cv::Mat out = net->forward();
-    if (out.total() != 1)
-      throw Error(ErrorCode::model, "mitosis classifier: expected one output per crop, got " +
-                                        std::to_string(out.total()));
-  } catch (const cv::Exception& e) {
-    throw Error(ErrorCode::model, std::string("mitosis classifier: the ONNX model does not run: ") + e.what());
-  }
-  model->impl().release(std::move(net));
-  return model;
+  impl->main.bytes = onnx_bytes;
+  impl->pre.bytes = prefilter_onnx_bytes;
+  // Load once now and run on blank crops, so that a bad model fails here and not mid-slide.
+  impl->main.check(detail::kCrop, "mitosis classifier");
+  if (!impl->pre.bytes.empty()) impl->pre.check(detail::kSmall, "mitosis pre-filter");
+  return std::make_shared<const MitosisModel>(std::move(impl));
 }
 
 std::shared_ptr<const MitosisModel> MitosisModel::embedded() {
-  static const std::shared_ptr<const MitosisModel> model = from_onnx(GRADE_MODEL_BYTES(mitosis_cnn));
+  static const std::shared_ptr<const MitosisModel> model =
+      from_onnx(GRADE_MODEL_BYTES(mitosis_cnn));  // no pre-filter is shipped (see benchmarks/README.md)
   return model;
 }
 
@@ -227,29 +251,43 @@ std::vector<double> score_mitosis_candidates(const ImageView& image, const std::
   const double sx = static_cast<double>(work.cols) / image.rgb.cols;
   const double sy = static_cast<double>(work.rows) / image.rgb.rows;
 
-  auto net = model->impl().acquire();
-  struct Return {
-    const MitosisModel* m;
-    std::unique_ptr<cv::dnn::Net>* n;
-    ~Return() { m->impl().release(std::move(*n)); }
-  } give_back{model.get(), &net};
+  NetPool::Lease net(model->impl().main);
+  std::unique_ptr<NetPool::Lease> pre;
+  const bool use_pre = !model->impl().pre.bytes.empty() && params.prefilter_threshold > 0.0;
+  if (use_pre) pre = std::make_unique<NetPool::Lease>(model->impl().pre);
+  const double pre_logit = use_pre ? std::log(params.prefilter_threshold / (1.0 - params.prefilter_threshold)) : 0.0;
 
   const cv::Rect bounds(0, 0, work.cols, work.rows);
   std::vector<cv::Mat> crops;
   crops.reserve(detail::kBatch);
-  auto flush = [&](size_t first) {
-    if (crops.empty()) return;
-    cv::Mat blob = cv::dnn::blobFromImages(crops, 1.0 / 255.0, cv::Size(), cv::Scalar(), false, false, CV_32F);
-    cv::Mat out;
+  auto forward = [](cv::dnn::Net& n, const std::vector<cv::Mat>& images) {
+    cv::Mat blob = cv::dnn::blobFromImages(images, 1.0 / 255.0, cv::Size(), cv::Scalar(), false, false, CV_32F);
     try {
-      net->setInput(blob);
-      out = net->forward().reshape(1, 1);
+      n.setInput(blob);
+      return cv::Mat(n.forward().reshape(1, 1).clone());
     } catch (const cv::Exception& e) {
       throw Error(ErrorCode::model, std::string("mitosis classifier: forward pass failed: ") + e.what());
     }
-    for (size_t i = 0; i < crops.size(); ++i) {
-      const double logit = out.at<float>(0, static_cast<int>(i));
-      scores[first + i] = 1.0 / (1.0 + std::exp(-logit));
+  };
+  auto flush = [&](size_t first) {
+    if (crops.empty()) return;
+    std::vector<int> pass;  // indices into crops that go to the main classifier
+    if (use_pre) {
+      std::vector<cv::Mat> small(crops.size());
+      for (size_t i = 0; i < crops.size(); ++i)
+        cv::resize(crops[i], small[i], {detail::kSmall, detail::kSmall}, 0, 0, cv::INTER_AREA);
+      const cv::Mat p = forward(*pre->net, small);
+      for (size_t i = 0; i < crops.size(); ++i)
+        if (p.at<float>(0, static_cast<int>(i)) >= pre_logit) pass.push_back(static_cast<int>(i));
+    } else {
+      for (size_t i = 0; i < crops.size(); ++i) pass.push_back(static_cast<int>(i));
+    }
+    if (!pass.empty()) {
+      std::vector<cv::Mat> chosen;
+      for (int i : pass) chosen.push_back(crops[static_cast<size_t>(i)]);
+      const cv::Mat out = forward(*net.net, chosen);
+      for (size_t j = 0; j < pass.size(); ++j)
+        scores[first + static_cast<size_t>(pass[j])] = 1.0 / (1.0 + std::exp(-out.at<float>(0, static_cast<int>(j))));
     }
     crops.clear();
   };

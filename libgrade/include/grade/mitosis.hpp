@@ -27,9 +27,12 @@ namespace grade {
 // cross-validation fold model in a benchmark). Immutable and safe to share between threads.
 class MitosisModel {
  public:
-  // Throws Error(model) when the bytes are not an ONNX network OpenCV can run with the expected shapes.
-  static std::shared_ptr<const MitosisModel> from_onnx(const std::vector<unsigned char>& onnx_bytes);
-  // The model compiled into the library (libgrade/models/mitosis_cnn.onnx).
+  // `prefilter_onnx_bytes` (optional): a cheap network on the same crops area-averaged to 16 x 16 (1 um/px) that
+  // rejects plain non-mitotic candidates before the main network runs (speed). Throws Error(model) when the bytes are
+  // not an ONNX network OpenCV can run with the expected shapes.
+  static std::shared_ptr<const MitosisModel> from_onnx(const std::vector<unsigned char>& onnx_bytes,
+                                                       const std::vector<unsigned char>& prefilter_onnx_bytes = {});
+  // The model compiled into the library (libgrade/models/mitosis_cnn.onnx; no pre-filter).
   static std::shared_ptr<const MitosisModel> embedded();
 
   struct Impl;
@@ -45,7 +48,7 @@ struct MitosisParams {
   double working_mpp = 0.25;  // resolution of the classifier's crops (the model was trained at 0.25 um/px)
   // Operating threshold on the classifier probability. Chosen on the held-out source images of AMi-Br and the
   // nucleus sets (benchmarks/README.md, "Mitosis"): it trades recall for false positives per mm^2.
-  double threshold = 0.5;
+  double threshold = 0.9;
   StainVectors stains = standard_stains();
 
   // Stage 1 (candidates).
@@ -55,6 +58,11 @@ struct MitosisParams {
   double candidate_separation_um = 4.0;  // peaks closer than this to a denser one are merged into it
 
   // Stage 2 (classifier) and output.
+  // Candidates the pre-filter gives a probability below this are scored 0 without running the main classifier
+  // (0 = run the main classifier on every candidate). Only used with a model that has a pre-filter; the embedded one
+  // has none (a 16x16 pre-filter trained with tools/train/train_mitosis_prefilter.py passed 67 % of the candidates at
+  // 99.5 % recall: too little gain to ship).
+  double prefilter_threshold = 0.0;
   double nms_radius_um = 10.0;  // detections closer than this to a higher-scoring detection are dropped
   std::shared_ptr<const MitosisModel> model;  // null = MitosisModel::embedded()
 };

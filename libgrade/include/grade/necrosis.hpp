@@ -3,12 +3,13 @@
 //
 // Method. The image is resampled to the working resolution (~2 um/px) and unmixed into haematoxylin and eosin optical
 // densities (colour deconvolution, Ruifrok & Johnston, Anal Quant Cytol Histol 2001, with the caller's stain vectors).
-// Per 16 um cell and over three neighbourhoods (~48, ~208 and ~400 um) a handful of features describe what a pathologist
-// looks at: how much tissue there is (fat and oedema are mostly glass), the mean H and E densities and the H share
-// (bone and hyalinised collagen are dense, homogeneous eosin; cartilage matrix is haematoxylin-tinged; necrosis is
-// pale, washed-out eosin), the share of nuclear-density pixels (viable tumour is nucleus-rich), and texture: pixel-
-// scale OD gradients and the spread of eosin density (coagulative necrosis has lost its crisp cell outlines; bone and
-// collagen are smooth but dense; viable tissue is crisp). A logistic regression on the standardised features gives a
+// Per 16 um cell and over three neighbourhoods (~48, ~208 and ~400 um) seven features describe what a pathologist
+// looks at: how much tissue there is (fat and oedema are mostly glass); the log mean H and log mean E densities
+// (bone and hyalinised collagen are dense eosin, cartilage matrix is haematoxylin-tinged, necrosis is pale); the share
+// of crisp-nucleus pixels, H above its ~14 um background (viable tumour is nucleus-rich; cartilage matrix and ghost
+// cells are not crisp, which a plain H threshold cannot tell); texture as the log mean pixel-scale OD gradient and the
+// log spread of E density (bone, collagen and cartilage are smooth and homogeneous; necrotic debris is not); and
+// saturation (ghost cells and debris are greyer). A logistic regression on the standardised features gives a
 // probability per cell, interpolated to every pixel. The model is trained on tile-labelled H&E tiles (post-
 // chemotherapy osteosarcoma: Leavey et al., TCIA 2019, doi:10.7937/tcia.2019.bvhjhdas; Arunachalam et al., PLoS ONE
 // 2019) with leave-one-case-out cross-validation, plus one grade-synth slide whose truth labels every cell (it teaches

@@ -1,7 +1,7 @@
 // Mitosis detector quality on ../shared/data, by the definitions of ../shared/eval/eval_mitosis.py, on the source
 // images held out from training (tools/train/train_mitosis.py; same split rule, libgrade/src/mitosis_eval.hpp).
 //
-//   bench_mitosis_quality [--all] [--model FILE.onnx] [--threshold T] [--csv OUT.csv]
+//   bench_mitosis_quality [--all] [--model FILE.onnx] [--threshold T] [--orientations N] [--csv OUT.csv]
 //   bench_mitosis_quality --dump-candidates OUT.csv      (stage-1 candidates of every image, for training)
 //
 // Prints the recall / FP-per-mm^2 curve on AMi-Br, recall per class and dataset at the operating threshold, and the
@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   bool all = false;
   std::string model_path, csv_path, dump_path;
   double threshold = grade::MitosisParams{}.threshold;
+  int orientations = grade::MitosisParams{}.orientations;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
     else if (a == "--model") model_path = next();
     else if (a == "--threshold") threshold = std::stod(next());
     else if (a == "--csv") csv_path = next();
+    else if (a == "--orientations") orientations = std::stoi(next());
     else if (a == "--dump-candidates") dump_path = next();
     else {
       std::cerr << "unknown argument " << a << "\n";
@@ -51,6 +53,7 @@ int main(int argc, char** argv) {
   const auto images = me::list_images(GRADE_SHARED_DATA);
   grade::MitosisParams params;
   params.threshold = 0.0;  // keep every scored candidate: the curve is over thresholds
+  params.orientations = orientations;
   if (!model_path.empty()) {
     std::ifstream f(model_path, std::ios::binary);
     std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());

@@ -98,6 +98,10 @@ TEST_CASE("bad inputs and parameters throw grade::Error naming the value") {
     CHECK(e.code() == grade::ErrorCode::invalid_argument);
     CHECK(std::string(e.what()).find("candidate_mpp") != std::string::npos);
   }
+  p = {};
+  p.orientations = 9;
+  CHECK_THROWS_AS(grade::detect_mitoses(grade::make_view(cv::Mat(64, 64, CV_8UC3, cv::Scalar::all(200)), 0.25), p),
+                  grade::Error);
   CHECK_THROWS_AS(grade::MitosisModel::from_onnx({1, 2, 3}), grade::Error);
 }
 
@@ -218,4 +222,19 @@ TEST_CASE("grade-inspect mitoses tiles a large image and writes what detect_mito
     CHECK(csv[i].y == doctest::Approx(whole[i].y));
     CHECK(csv[i].score == doctest::Approx(whole[i].score).epsilon(1e-4));
   }
+}
+
+TEST_CASE("test-time augmentation does not alter the image and keeps scores in range") {
+  cv::Mat img = stroma(256, 256, 13, 8);
+  draw_figure(img, {128, 128}, 45);
+  const cv::Mat before = img.clone();
+  auto p = all_scores();
+  const auto one = grade::detect_mitoses(grade::make_view(img, 0.25), p);
+  p.orientations = 8;
+  const auto eight = grade::detect_mitoses(grade::make_view(img, 0.25), p);
+  CHECK(cv::norm(img, before, cv::NORM_INF) == 0.0);
+  REQUIRE(!eight.empty());
+  for (const auto& d : eight) CHECK((d.score >= 0.0 && d.score <= 1.0));
+  CHECK(nearest(eight, 128, 128) != nullptr);
+  CHECK(one.size() >= 1);
 }

@@ -49,6 +49,9 @@ void check_params(const MitosisParams& p) {
   if (!(p.prefilter_threshold >= 0.0 && p.prefilter_threshold < 1.0))
     throw Error(ErrorCode::invalid_argument,
                 "detect_mitoses: prefilter_threshold must be in [0, 1), got " + num(p.prefilter_threshold));
+  if (p.orientations < 1 || p.orientations > 8)
+    throw Error(ErrorCode::invalid_argument,
+                "detect_mitoses: orientations must be in 1..8, got " + std::to_string(p.orientations));
   if (!std::isfinite(p.candidate_min_od))
     throw Error(ErrorCode::invalid_argument,
                 "detect_mitoses: candidate_min_od must be finite, got " + num(p.candidate_min_od));
@@ -285,7 +288,25 @@ std::vector<double> score_mitosis_candidates(const ImageView& image, const std::
     if (!pass.empty()) {
       std::vector<cv::Mat> chosen;
       for (int i : pass) chosen.push_back(crops[static_cast<size_t>(i)]);
-      const cv::Mat out = forward(*net.net, chosen);
+      // Test-time augmentation: the mean logit over the first `orientations` of the 8 turns / mirror images.
+      cv::Mat sum = forward(*net.net, chosen);
+      for (int o = 1; o < params.orientations; ++o) {
+        std::vector<cv::Mat> turned(chosen.size());
+        for (size_t j = 0; j < chosen.size(); ++j) {
+          // Never in place: a crop may be a view into the image.
+          cv::Mat t;
+          if (o >= 4)
+            cv::flip(chosen[j], t, 1);
+          else
+            t = chosen[j];
+          if (o % 4 == 0) turned[j] = t.clone();
+          if (o % 4 == 1) cv::rotate(t, turned[j], cv::ROTATE_90_CLOCKWISE);
+          if (o % 4 == 2) cv::rotate(t, turned[j], cv::ROTATE_180);
+          if (o % 4 == 3) cv::rotate(t, turned[j], cv::ROTATE_90_COUNTERCLOCKWISE);
+        }
+        sum += forward(*net.net, turned);
+      }
+      const cv::Mat out = sum / params.orientations;
       for (size_t j = 0; j < pass.size(); ++j)
         scores[first + static_cast<size_t>(pass[j])] = 1.0 / (1.0 + std::exp(-out.at<float>(0, static_cast<int>(j))));
     }

@@ -63,6 +63,9 @@ struct MitosisParams {
   // has none (a 16x16 pre-filter trained with tools/train/train_mitosis_prefilter.py passed 67 % of the candidates at
   // 99.5 % recall: too little gain to ship).
   double prefilter_threshold = 0.0;
+  // Test-time augmentation: the classifier's logit is averaged over this many of the 8 quarter turns and mirror images
+  // of each crop (1 = none); the cost of stage 2 grows in proportion.
+  int orientations = 1;
   double nms_radius_um = 10.0;  // detections closer than this to a higher-scoring detection are dropped
   std::shared_ptr<const MitosisModel> model;  // null = MitosisModel::embedded()
 };

@@ -25,7 +25,7 @@ grade::test::CommandResult grade_slide(const fs::path& slide, const fs::path& ou
 TEST_CASE("real fixtures: broken, unreadable and unopenable slides exit 1 naming the file") {
   const fs::path data = grade::test::shared_data_or_skip("needs wsi/ fixtures");
   TempDir dir("grade-quality-e2e");
-  for (const fs::path rel : {fs::path("wsi/broken.svs"), fs::path("wsi/fixtures/unreadable.svs"),
+  for (const fs::path& rel : {fs::path("wsi/broken.svs"), fs::path("wsi/fixtures/unreadable.svs"),
                              fs::path("wsi/fixtures/unopenable.tiff")}) {
     const auto r = grade_slide(data / rel, dir / rel.stem(), "--mpp 0.25");
     INFO(rel.string() << ": " << r.output);

@@ -1,42 +1,23 @@
 #include "cli.hpp"
 
-#include <fstream>
 #include <iostream>
-#include <random>
 #include <vector>
 
 #include <opencv2/imgcodecs.hpp>
 
 #include "grade/error.hpp"
+#include "report_detail.hpp"
 
 namespace grade::cli {
 
 namespace fs = std::filesystem;
 
+// The library's report writers already do this (report_detail.hpp); the tools share that one implementation.
 void write_atomically(const fs::path& path, const std::function<void(const fs::path&)>& write) {
-  std::random_device rd;
-  // Keep the real extension last so that writers choosing a format by extension (cv::imwrite) still work.
-  const fs::path tmp = path.parent_path() / (".tmp-" + std::to_string(rd()) + "-" + path.filename().string());
-  try {
-    write(tmp);
-    std::error_code ec;
-    fs::rename(tmp, path, ec);
-    if (ec) throw Error(ErrorCode::io, path.string() + ": cannot write (" + ec.message() + ")");
-  } catch (...) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    throw;
-  }
+  detail::write_file_atomically(path, write);
 }
 
-void write_text_atomically(const fs::path& path, const std::string& text) {
-  write_atomically(path, [&](const fs::path& tmp) {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    out.flush();
-    if (!out) throw Error(ErrorCode::io, path.string() + ": cannot write");
-  });
-}
+void write_text_atomically(const fs::path& path, const std::string& text) { detail::write_text_atomically(path, text); }
 
 void write_image_atomically(const fs::path& path, const cv::Mat& image) {
   write_atomically(path, [&](const fs::path& tmp) {

@@ -9,7 +9,12 @@ function(run_step)
   message(STATUS "${out}")
 endfunction()
 run_step(${CMAKE_COMMAND} --install "${BINARY_DIR}" --prefix "${WORK_DIR}/prefix")
+# A sanitized libgrade needs a consumer built with the same sanitizers (the ASan runtime must load first).
+set(flags)
+if(SANITIZE)
+  set(flags "-DCMAKE_CXX_FLAGS=-fsanitize=address,undefined" "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined")
+endif()
 run_step(${CMAKE_COMMAND} -S "${SOURCE_DIR}/tests/consumer" -B "${WORK_DIR}/build" -G "${GENERATOR}"
-         "-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix")
+         "-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix" ${flags})
 run_step(${CMAKE_COMMAND} --build "${WORK_DIR}/build")
 run_step(${CMAKE_COMMAND} -E env "LD_LIBRARY_PATH=${WORK_DIR}/prefix/lib" "${WORK_DIR}/build/consumer")

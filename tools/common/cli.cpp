@@ -1,6 +1,8 @@
 #include "cli.hpp"
 
+#include <iomanip>
 #include <iostream>
+#include <sstream>
 #include <vector>
 
 #include <opencv2/imgcodecs.hpp>
@@ -42,6 +44,40 @@ std::string csv_field(const std::string& s) {
   std::string q = "\"";
   for (char c : s) q += (c == '"') ? std::string("\"\"") : std::string(1, c);
   return q + "\"";
+}
+
+std::string fixed(double v, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+std::string apply_hpf_options(bool has_area, double area_mm2, bool has_diameter, double diameter_mm, int fields,
+                              HpfParams& hpf) {
+  if (has_area && has_diameter) return "give --hpf-area-mm2 or --field-diameter-mm, not both";
+  if (has_area && !(area_mm2 > 0.0 && area_mm2 < 10.0)) return "--hpf-area-mm2 must be in (0, 10), got " + fixed(area_mm2, 4);
+  if (has_diameter && !(diameter_mm > 0.0 && diameter_mm < 5.0))
+    return "--field-diameter-mm must be in (0, 5), got " + fixed(diameter_mm, 4);
+  if (fields < 1 || fields > 100) return "--fields must be in 1..100, got " + std::to_string(fields);
+  try {
+    if (has_diameter) {
+      hpf = HpfParams::from_field_diameter_mm(diameter_mm, fields);
+    } else {
+      if (has_area) hpf.hpf_area_mm2 = area_mm2;
+      hpf.fields = fields;
+    }
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string apply_nuclei_option(const std::string& mode, NucleiSampling& sampling) {
+  if (mode == "all") sampling = NucleiSampling::all_tissue;
+  else if (mode == "sample") sampling = NucleiSampling::sample;
+  else if (mode == "none") sampling = NucleiSampling::none;
+  else return "--nuclei must be all, sample or none, got '" + mode + "'";
+  return "";
 }
 
 void print_error(const std::string& tool, const std::string& message) {

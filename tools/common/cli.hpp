@@ -6,6 +6,9 @@
 
 #include <opencv2/core.hpp>
 
+#include "grade/count.hpp"
+#include "grade/pipeline.hpp"
+
 namespace grade::cli {
 
 // Writes a file atomically: `write` fills a temporary file beside `path` (same directory), which is then renamed over
@@ -20,6 +23,17 @@ void ensure_directory(const std::filesystem::path& dir);
 
 // Quotes a CSV field when it needs it (comma, quote, newline).
 std::string csv_field(const std::string& s);
+
+// A number with `digits` decimals, for messages.
+std::string fixed(double v, int digits);
+
+// --hpf-area-mm2 A | --field-diameter-mm D, --fields N (grade-slide and grade-batch): checks the values and sets `hpf`.
+// Returns "" or the message for a usage error.
+std::string apply_hpf_options(bool has_area, double area_mm2, bool has_diameter, double diameter_mm, int fields,
+                              HpfParams& hpf);
+
+// --nuclei all|sample|none; "" or the message for a usage error.
+std::string apply_nuclei_option(const std::string& mode, NucleiSampling& sampling);
 
 // Prints "<tool>: error: <message>" to stderr.
 void print_error(const std::string& tool, const std::string& message);

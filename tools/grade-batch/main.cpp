@@ -197,11 +197,7 @@ bool report_matches(const json& j, const grade::GradeParams& p, const fs::path& 
   }
 }
 
-std::string fixed(double v, int digits) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << v;
-  return s.str();
-}
+using grade::cli::fixed;
 
 }  // namespace
 
@@ -257,13 +253,6 @@ int main(int argc, char** argv) {
   if (manifest_path.empty()) return usage("no manifest given");
   if (out_dir.empty()) return usage("--out DIR is required");
   if (threads < 0) return usage("--threads must be >= 0, got " + std::to_string(threads));
-  if (vm.count("hpf-area-mm2") && vm.count("field-diameter-mm"))
-    return usage("give --hpf-area-mm2 or --field-diameter-mm, not both");
-  if (vm.count("hpf-area-mm2") && !(hpf_area > 0.0 && hpf_area < 10.0))
-    return usage("--hpf-area-mm2 must be in (0, 10), got " + fixed(hpf_area, 4));
-  if (vm.count("field-diameter-mm") && !(field_diameter > 0.0 && field_diameter < 5.0))
-    return usage("--field-diameter-mm must be in (0, 5), got " + fixed(field_diameter, 4));
-  if (fields < 1 || fields > 100) return usage("--fields must be in 1..100, got " + std::to_string(fields));
   std::size_t shard_k = 1, shard_n = 1;
   if (!shard.empty()) {
     const auto slash = shard.find('/');
@@ -283,24 +272,17 @@ int main(int argc, char** argv) {
   }
 
   grade::GradeParams base;
-  if (nuclei_mode == "all")
-    base.nuclei_sampling = grade::NucleiSampling::all_tissue;
-  else if (nuclei_mode == "sample")
-    base.nuclei_sampling = grade::NucleiSampling::sample;
-  else if (nuclei_mode == "none")
-    base.nuclei_sampling = grade::NucleiSampling::none;
-  else
-    return usage("--nuclei must be all, sample or none, got '" + nuclei_mode + "'");
+  if (std::string err = grade::cli::apply_nuclei_option(nuclei_mode, base.nuclei_sampling); !err.empty())
+    return usage(err);
+  if (std::string err = grade::cli::apply_hpf_options(vm.count("hpf-area-mm2") > 0, hpf_area,
+                                                      vm.count("field-diameter-mm") > 0, field_diameter, fields,
+                                                      base.hpf);
+      !err.empty())
+    return usage(err);
   base.threads = threads;
 
   grade::batch::Manifest manifest;
   try {
-    if (field_diameter > 0.0)
-      base.hpf = grade::HpfParams::from_field_diameter_mm(field_diameter, fields);
-    else {
-      if (hpf_area > 0.0) base.hpf.hpf_area_mm2 = hpf_area;
-      base.hpf.fields = fields;
-    }
     manifest = grade::batch::read_manifest(manifest_path);
     grade::cli::ensure_directory(out_dir);
   } catch (const std::exception& e) {

@@ -38,11 +38,7 @@ extern "C" void on_signal(int sig) {
   std::signal(sig, SIG_DFL);
 }
 
-std::string fixed(double v, int digits) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << v;
-  return s.str();
-}
+using grade::cli::fixed;
 
 // Progress on stderr: a bar redrawn in place on a terminal, otherwise a plain line every 10 %.
 class ProgressPrinter {
@@ -200,13 +196,6 @@ int main(int argc, char** argv) {
   if (vm.count("differentiation") && (differentiation < 1 || differentiation > 3))
     return usage("--differentiation must be 1, 2 or 3, got " + std::to_string(differentiation));
   if (vm.count("mpp") && !(mpp > 0.0 && mpp < 100.0)) return usage("--mpp must be a number in (0, 100), got " + fixed(mpp, 4));
-  if (vm.count("hpf-area-mm2") && vm.count("field-diameter-mm"))
-    return usage("give --hpf-area-mm2 or --field-diameter-mm, not both");
-  if (vm.count("hpf-area-mm2") && !(hpf_area > 0.0 && hpf_area < 10.0))
-    return usage("--hpf-area-mm2 must be in (0, 10), got " + fixed(hpf_area, 4));
-  if (vm.count("field-diameter-mm") && !(field_diameter > 0.0 && field_diameter < 5.0))
-    return usage("--field-diameter-mm must be in (0, 5), got " + fixed(field_diameter, 4));
-  if (fields < 1 || fields > 100) return usage("--fields must be in 1..100, got " + std::to_string(fields));
   if (threads < 0) return usage("--threads must be >= 0, got " + std::to_string(threads));
   if (vm.count("mitosis-threshold") && !(mitosis_threshold >= 0.0 && mitosis_threshold <= 1.0))
     return usage("--mitosis-threshold must be in [0, 1]");
@@ -222,14 +211,13 @@ int main(int argc, char** argv) {
       return usage(std::string("--subtype: ") + e.what());
     }
   }
-  if (nuclei_mode == "all")
-    params.nuclei_sampling = grade::NucleiSampling::all_tissue;
-  else if (nuclei_mode == "sample")
-    params.nuclei_sampling = grade::NucleiSampling::sample;
-  else if (nuclei_mode == "none")
-    params.nuclei_sampling = grade::NucleiSampling::none;
-  else
-    return usage("--nuclei must be all, sample or none, got '" + nuclei_mode + "'");
+  if (std::string err = grade::cli::apply_nuclei_option(nuclei_mode, params.nuclei_sampling); !err.empty())
+    return usage(err);
+  if (std::string err = grade::cli::apply_hpf_options(vm.count("hpf-area-mm2") > 0, hpf_area,
+                                                      vm.count("field-diameter-mm") > 0, field_diameter, fields,
+                                                      params.hpf);
+      !err.empty())
+    return usage(err);
   if (mitosis_threshold >= 0.0) params.mitosis.threshold = mitosis_threshold;
   params.threads = threads;
   params.mpp_override = mpp;
@@ -240,12 +228,6 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, on_signal);
   ProgressPrinter printer(quiet);
   try {
-    if (field_diameter > 0.0)
-      params.hpf = grade::HpfParams::from_field_diameter_mm(field_diameter, fields);
-    else {
-      if (hpf_area > 0.0) params.hpf.hpf_area_mm2 = hpf_area;
-      params.hpf.fields = fields;
-    }
     if (!roi_path.empty()) params.roi = grade::read_roi_geojson(roi_path);
 
     grade::SlideOpenParams op;

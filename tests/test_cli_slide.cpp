@@ -15,6 +15,8 @@
 
 namespace fs = std::filesystem;
 using grade::test::quote;
+using grade::test::read_json;
+using grade::test::slurp;
 using grade::test::run;
 using grade::test::TempDir;
 using nlohmann::json;
@@ -25,34 +27,9 @@ std::string slide_cmd() { return quote(grade::test::tool("grade-slide").string()
 
 // Pink tissue with purple nuclei on glass (or only glass), as a PNG with no resolution of its own.
 fs::path draw(const TempDir& dir, const std::string& name, int size, bool tissue = true) {
-  cv::Mat bgr(size, size, CV_8UC3, cv::Scalar(242, 242, 242));
-  if (tissue) {
-    cv::ellipse(bgr, cv::Point(size / 2, size / 2), cv::Size(size * 2 / 5, size / 3), 20, 0, 360,
-                cv::Scalar(200, 150, 230), cv::FILLED);
-    std::mt19937 rng(11);
-    std::uniform_int_distribution<int> pos(size / 6, size * 5 / 6);
-    for (int i = 0; i < size * 2; ++i) {
-      const cv::Point c(pos(rng), pos(rng));
-      if (bgr.at<cv::Vec3b>(c)[0] > 230) continue;
-      cv::ellipse(bgr, c, cv::Size(10, 4), (i * 37) % 180, 0, 360, cv::Scalar(150, 60, 90), cv::FILLED);
-    }
-  }
   const fs::path p = dir / name;
-  REQUIRE(cv::imwrite(p.string(), bgr));
+  grade::test::draw_tissue_png(p, size, tissue, 11);
   return p;
-}
-
-json read_json(const fs::path& p) {
-  std::ifstream in(p);
-  REQUIRE(in.good());
-  return json::parse(in);
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 }  // namespace

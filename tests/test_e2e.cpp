@@ -16,6 +16,8 @@
 
 namespace fs = std::filesystem;
 using grade::test::quote;
+using grade::test::read_json;
+using grade::test::slurp;
 using grade::test::run;
 using grade::test::TempDir;
 using nlohmann::json;
@@ -25,19 +27,6 @@ namespace {
 // 7000 px at 0.25 um/px = 1.75 mm: the tissue (~2.1-2.3 mm^2) exceeds the 1.734 mm^2 10-HPF window, so the count is
 // a real hotspot count (not the scaled small-tumour case).
 constexpr int kSide = 7000;
-
-json read_json(const fs::path& p) {
-  std::ifstream in(p);
-  REQUIRE_MESSAGE(in.good(), p.string());
-  return json::parse(in);
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 struct Synth {
   fs::path slide, truth;

@@ -24,25 +24,8 @@ namespace {
 
 // A plain image at 0.5 um/px: glass with an elliptic piece of pink tissue full of purple nuclei, a few dark blobs.
 fs::path draw_slide(const TempDir& dir, const std::string& name, bool tissue = true, int size = 1600) {
-  cv::Mat bgr(size, size, CV_8UC3, cv::Scalar(242, 242, 242));
-  if (tissue) {
-    cv::ellipse(bgr, cv::Point(size / 2, size / 2), cv::Size(size * 2 / 5, size / 3), 20, 0, 360,
-                cv::Scalar(200, 150, 230), cv::FILLED);
-    std::mt19937 rng(7);
-    std::uniform_int_distribution<int> pos(size / 6, size * 5 / 6);
-    for (int i = 0; i < size * 2; ++i) {
-      const cv::Point c(pos(rng), pos(rng));
-      if (bgr.at<cv::Vec3b>(c)[0] > 230) continue;  // glass
-      cv::ellipse(bgr, c, cv::Size(10, 4), (i * 37) % 180, 0, 360, cv::Scalar(150, 60, 90), cv::FILLED);
-    }
-    for (int i = 0; i < 12; ++i) {
-      const cv::Point c(pos(rng), pos(rng));
-      if (bgr.at<cv::Vec3b>(c)[0] > 230) continue;
-      cv::circle(bgr, c, 6, cv::Scalar(90, 20, 40), cv::FILLED);
-    }
-  }
   const fs::path p = dir / name;
-  REQUIRE(cv::imwrite(p.string(), bgr));
+  grade::test::draw_tissue_png(p, size, tissue, 7, 12);
   return p;
 }
 

@@ -3,9 +3,14 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <random>
+#include <sstream>
 #include <sys/wait.h>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 
 namespace grade::test {
 
@@ -59,6 +64,40 @@ CommandResult run(const std::string& command_line) {
   const int status = pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
   return r;
+}
+
+std::string slurp(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in.good()) throw std::runtime_error(path.string() + ": cannot open");
+  return nlohmann::json::parse(in);
+}
+
+void draw_tissue_png(const fs::path& path, int size, bool tissue, unsigned seed, int dark_blobs) {
+  cv::Mat bgr(size, size, CV_8UC3, cv::Scalar(242, 242, 242));
+  if (tissue) {
+    cv::ellipse(bgr, cv::Point(size / 2, size / 2), cv::Size(size * 2 / 5, size / 3), 20, 0, 360,
+                cv::Scalar(200, 150, 230), cv::FILLED);
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> pos(size / 6, size * 5 / 6);
+    for (int i = 0; i < size * 2; ++i) {
+      const cv::Point c(pos(rng), pos(rng));
+      if (bgr.at<cv::Vec3b>(c)[0] > 230) continue;  // glass
+      cv::ellipse(bgr, c, cv::Size(10, 4), (i * 37) % 180, 0, 360, cv::Scalar(150, 60, 90), cv::FILLED);
+    }
+    for (int i = 0; i < dark_blobs; ++i) {
+      const cv::Point c(pos(rng), pos(rng));
+      if (bgr.at<cv::Vec3b>(c)[0] > 230) continue;
+      cv::circle(bgr, c, 6, cv::Scalar(90, 20, 40), cv::FILLED);
+    }
+  }
+  if (!cv::imwrite(path.string(), bgr)) throw std::runtime_error(path.string() + ": cannot write the test image");
 }
 
 std::string quote(const std::string& s) {

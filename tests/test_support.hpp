@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 namespace grade::test {
 
 // ../shared/data beside the project (GRADE_SHARED_DATA), or "" when it is absent.
@@ -33,6 +35,15 @@ struct CommandResult {
 };
 // Runs a shell command line, capturing its output.
 CommandResult run(const std::string& command_line);
+
+// The whole file as bytes ("" when it cannot be read).
+std::string slurp(const std::filesystem::path& path);
+// The file parsed as JSON; throws (failing the test case) when it cannot be opened or parsed.
+nlohmann::json read_json(const std::filesystem::path& path);
+
+// Writes a plain PNG test image of size x size: glass, and (when `tissue`) an elliptic piece of pink tissue full of
+// purple spindle-shaped nuclei placed by `seed`, plus `dark_blobs` dark round blobs. Throws when it cannot be written.
+void draw_tissue_png(const std::filesystem::path& path, int size, bool tissue, unsigned seed, int dark_blobs = 0);
 
 // Quotes a path or argument for the shell.
 std::string quote(const std::string& s);

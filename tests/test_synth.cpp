@@ -18,23 +18,13 @@
 
 namespace fs = std::filesystem;
 using grade::test::quote;
+using grade::test::read_json;
+using grade::test::slurp;
 using grade::test::run;
 using grade::test::TempDir;
 using json = nlohmann::json;
 
 namespace {
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-json read_json(const fs::path& p) {
-  std::ifstream in(p);
-  return json::parse(in);
-}
 
 // Level-0 pixels of a slide through OpenSlide's C API (premultiplied ARGB -> RGB; our TIFF is opaque).
 cv::Mat read_rgb(openslide_t* osr, std::int64_t x, std::int64_t y, std::int64_t w, std::int64_t h, int level = 0) {

@@ -9,6 +9,7 @@
 #include <tiffio.h>
 
 #include <algorithm>
+#include <bit>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -82,18 +83,23 @@ std::optional<double> tiff_resolution_mpp(const fs::path& path) {
 }
 
 // Composites OpenSlide's premultiplied ARGB over white: a premultiplied channel c' = c * a / 255, so the colour over
-// white is c' + (255 - a). Fully transparent pixels (a = 0, outside scanned areas) become white.
+// white is c' + (255 - a). Fully transparent pixels (a = 0, outside scanned areas) become white. In memory a pixel is
+// B, G, R, A (little-endian uint32), so the opaque majority is a plain BGRA -> RGB shuffle (OpenCV's vectorised one);
+// only rows holding a non-opaque pixel get the second pass.
 void argb_to_rgb(const uint32_t* src, cv::Mat& dst) {
+  static_assert(std::endian::native == std::endian::little, "OpenSlide's ARGB words are read as B, G, R, A bytes");
+  const cv::Mat bgra(dst.rows, dst.cols, CV_8UC4, const_cast<uint32_t*>(src));
+  cv::cvtColor(bgra, dst, cv::COLOR_BGRA2RGB);
   for (int y = 0; y < dst.rows; ++y) {
-    auto* row = dst.ptr<cv::Vec3b>(y);
     const uint32_t* s = src + static_cast<size_t>(y) * dst.cols;
+    uint32_t all = 0xff000000u;
+    for (int x = 0; x < dst.cols; ++x) all &= s[x];
+    if ((all & 0xff000000u) == 0xff000000u) continue;  // every pixel of the row is opaque
+    auto* row = dst.ptr<cv::Vec3b>(y);
     for (int x = 0; x < dst.cols; ++x) {
-      const uint32_t p = s[x];
-      const int a = static_cast<int>(p >> 24);
-      const int bg = 255 - a;
-      row[x] = cv::Vec3b(static_cast<uchar>(std::min(255, static_cast<int>((p >> 16) & 0xff) + bg)),
-                         static_cast<uchar>(std::min(255, static_cast<int>((p >> 8) & 0xff) + bg)),
-                         static_cast<uchar>(std::min(255, static_cast<int>(p & 0xff) + bg)));
+      const int bg = 255 - static_cast<int>(s[x] >> 24);
+      if (bg == 0) continue;
+      for (int c = 0; c < 3; ++c) row[x][c] = static_cast<uchar>(std::min(255, row[x][c] + bg));
     }
   }
 }

@@ -22,6 +22,9 @@ struct NecrosisFeatures {
 };
 
 int necrosis_feature_count();
+// The finest neighbourhood's (~48 um) features come first in every feature row; this many of them. The border
+// refinement (map_necrosis_with) uses only these.
+int necrosis_fine_feature_count();
 std::vector<std::string> necrosis_feature_names();
 
 // `rgb` is CV_8UC3 (R, G, B) at `mpp` (the working resolution). Also returns the working-resolution tissue mask.
@@ -31,6 +34,11 @@ NecrosisFeatures necrosis_features(const cv::Mat& rgb, double mpp, const StainVe
 struct NecrosisModel {
   std::vector<double> mean, scale, weights;
   double bias = 0.0;
+  // A second logistic regression on the finest-scale features only (the first necrosis_fine_feature_count() columns,
+  // same standardisation), trained on the same cells: it places the necrosis border to within ~48 um, where the
+  // full model's ~400 um windows blur it. Used only to grow regions the full model found (map_necrosis_with).
+  std::vector<double> fine_weights;
+  double fine_bias = 0.0;
   std::string provenance;  // free text: data and command it was trained with
 };
 

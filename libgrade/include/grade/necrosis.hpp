@@ -29,6 +29,10 @@ namespace grade {
 struct NecrosisParams {
   double working_mpp = 2.0;  // resolution the features are computed at (0.5..8); the input is resampled to it
   double threshold = 0.5;    // probability at and above which a pixel is called necrotic
+  // Border refinement: a necrotic region (full model, all three scales) grows by up to this distance into cells whose
+  // finest-scale (~48 um) evidence is necrotic. The ~400 um windows erode necrosis by up to half their width (200 um)
+  // along its border with viable tumour; small foci lose most of their area to that. 0 = no refinement (0..1000).
+  double refine_reach_um = 200.0;
   // The embedded model was trained on densities from these standard vectors. A slide's own (Macenko) vectors shift
   // every density feature: on grade-synth they move the percentage by ~2 points, and per-tile estimates cost ~0.1 of
   // cross-validated accuracy on the osteosarcoma tiles. Keep the default unless the model is retrained with others.

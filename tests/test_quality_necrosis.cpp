@@ -45,7 +45,8 @@ TEST_CASE("osteosarcoma tiles, leave-one-case-out: accuracy, AUC and mosaic erro
   double diff = std::abs(m.bias - e.bias);
   for (size_t k = 0; k < m.weights.size(); ++k) diff = std::max(diff, std::abs(m.weights[k] - e.weights[k]));
   diff = std::max(diff, std::abs(m.fine_bias - e.fine_bias));
-  for (size_t k = 0; k < m.fine_weights.size(); ++k) diff = std::max(diff, std::abs(m.fine_weights[k] - e.fine_weights[k]));
+  for (size_t k = 0; k < m.fine_weights.size(); ++k)
+    diff = std::max(diff, std::abs(m.fine_weights[k] - e.fine_weights[k]));
   WARN_MESSAGE(diff < 1e-4, "the embedded necrosis model differs from a fresh training run by " << diff);
 }
 

@@ -60,7 +60,7 @@ NecrosisMap map_necrosis_with(const ImageView& image, const NecrosisParams& para
                                       " weights, the features are " + std::to_string(nf));
   if (model.fine_weights.size() != static_cast<size_t>(necrosis_fine_feature_count()))
     throw Error(ErrorCode::model, "necrosis: the model has " + std::to_string(model.fine_weights.size()) +
-                                      " finest-scale weights, expected " + std::to_string(necrosis_fine_feature_count()));
+                                      " refinement weights, expected " + std::to_string(necrosis_fine_feature_count()));
   // Fold the standardisation into the weights: z = b + sum w'_k x_k over the first w.size() features.
   auto fold = [&](const std::vector<double>& w, double bias, std::vector<float>& wk, double& b) {
     wk.assign(w.size(), 0.0f);

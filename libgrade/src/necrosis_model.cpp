@@ -275,7 +275,8 @@ NecrosisModel read_necrosis_model(const std::string& yaml_text) {
                                       std::to_string(m.weights.size()));
   if (m.fine_weights.size() != static_cast<size_t>(necrosis_fine_feature_count()))
     throw Error(ErrorCode::model, "necrosis model: expected " + std::to_string(necrosis_fine_feature_count()) +
-                                      " fine_weights (finest-scale model), got " + std::to_string(m.fine_weights.size()));
+                                      " fine_weights (border refinement model), got " +
+                                      std::to_string(m.fine_weights.size()));
   return m;
 }
 

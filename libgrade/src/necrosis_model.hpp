@@ -22,8 +22,8 @@ struct NecrosisFeatures {
 };
 
 int necrosis_feature_count();
-// The finest neighbourhood's (~48 um) features come first in every feature row; this many of them. The border
-// refinement (map_necrosis_with) uses only these.
+// Feature rows run from the finest neighbourhood to the widest; the border refinement model (map_necrosis_with) uses
+// the first this many of them (the ~48 and ~208 um scales).
 int necrosis_fine_feature_count();
 std::vector<std::string> necrosis_feature_names();
 
@@ -34,9 +34,10 @@ NecrosisFeatures necrosis_features(const cv::Mat& rgb, double mpp, const StainVe
 struct NecrosisModel {
   std::vector<double> mean, scale, weights;
   double bias = 0.0;
-  // A second logistic regression on the finest-scale features only (the first necrosis_fine_feature_count() columns,
-  // same standardisation), trained on the same cells: it places the necrosis border to within ~48 um, where the
-  // full model's ~400 um windows blur it. Used only to grow regions the full model found (map_necrosis_with).
+  // The border refinement model: a second logistic regression on the finer scales' features only (the first
+  // necrosis_fine_feature_count() columns, same standardisation), trained on the same cells. It places the necrosis
+  // border closer than the full model's ~400 um windows do; used only in and around regions the full model found
+  // (map_necrosis_with).
   std::vector<double> fine_weights;
   double fine_bias = 0.0;
   std::string provenance;  // free text: data and command it was trained with

@@ -128,7 +128,9 @@ int main(int argc, char** argv) {
                       std::to_string(synth_weight) + " tiles per class)";
         synth_args += " --synth " + tiff + " " + json + " --synth-weight " + std::to_string(synth_weight);
       }
-      m.provenance = "logistic regression (IRLS, l2=" + std::to_string(tp.l2) + ") on all " +
+      m.provenance = "logistic regressions, full (" + std::to_string(necrosis_feature_count()) +
+                     " features) and border refinement (the first " +
+                     std::to_string(necrosis_fine_feature_count()) + "), IRLS, l2=" + std::to_string(tp.l2) + ", on all " +
                      std::to_string(tiles.size()) +
                      " tiles of ../shared/data/necrosis/osteosarcoma (Leavey et al., TCIA 2019, CC BY 3.0) at mpp " +
                      std::to_string(mpp) + synth_note + "; command: bench_necrosis_quality" + synth_args +

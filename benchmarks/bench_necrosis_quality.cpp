@@ -1,7 +1,7 @@
 // Quality of the necrosis map on ../shared/data/necrosis/osteosarcoma, cross-validated leave-one-case-out (each tile
 // is predicted by a model trained without its case), scored as ../shared/eval/eval_necrosis.py does.
 //
-//   bench_necrosis_quality [--data DIR] [--mpp 1.0] [--l2 X] [--synth SLIDE.tiff TRUTH.json]... [--synth-weight W] [--threshold T] [--estimate-stains] [--csv OUT.csv]
+//   bench_necrosis_quality [--data DIR] [--mpp 1.0] [--l2 X] [--synth SLIDE.tiff TRUTH.json]... [--synth-weight W] [--threshold T] [--reach UM] [--estimate-stains] [--csv OUT.csv]
 //                          [--maps DIR] [--image IMG --image-mpp X] [--write-model libgrade/models/necrosis.yml]
 //
 // --synth adds a grade-synth slide to every fold's training set (cells labelled from its truth polygons);
@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   double extra_mpp = 0.0;
   double synth_weight = 2.0;
   double threshold = NecrosisParams{}.threshold;
+  double reach = NecrosisParams{}.refine_reach_um;
   bool estimate = false;  // Macenko per image instead of the standard vectors (an experiment; see necrosis_eval.hpp)  // 0 = the file's
   std::vector<std::pair<std::string, std::string>> synth;
   double mpp = 1.0;
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
     else if (a == "--maps") maps = next();
     else if (a == "--image") extra_image = next();
     else if (a == "--threshold") threshold = std::stod(next());
+    else if (a == "--reach") reach = std::stod(next());
     else if (a == "--estimate-stains") estimate = true;
     else if (a == "--synth-weight") synth_weight = std::stod(next());
     else if (a == "--synth") {
@@ -58,7 +60,7 @@ int main(int argc, char** argv) {
     else if (a == "--mpp") mpp = std::stod(next());
     else if (a == "--l2") tp.l2 = std::stod(next());
     else {
-      std::cerr << "usage: bench_necrosis_quality [--data DIR] [--mpp X] [--l2 X] [--synth TIFF JSON]... [--synth-weight W] [--threshold T] [--estimate-stains] [--csv OUT] "
+      std::cerr << "usage: bench_necrosis_quality [--data DIR] [--mpp X] [--l2 X] [--synth TIFF JSON]... [--synth-weight W] [--threshold T] [--reach UM] [--estimate-stains] [--csv OUT] "
                    "[--maps DIR] [--image IMG --image-mpp X] [--write-model OUT]\n";
       return 2;
     }
@@ -71,6 +73,7 @@ int main(int argc, char** argv) {
       for (auto& t : load_synth_training(tiff, json, synth_weight, {}, estimate)) extra.push_back(std::move(t));
     NecrosisParams params;
     params.threshold = threshold;
+    params.refine_reach_um = reach;
     const auto res = cross_validate_necrosis(tiles, tp, params, maps, extra);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("%-62s %6s %6s %8s\n", "tile (leave-one-case-out)", "case", "truth", "fraction");
@@ -99,6 +102,9 @@ int main(int argc, char** argv) {
     for (size_t k = 0; k < names.size(); ++k)
       std::printf("  w[%-24s] = %+.3f (mean %.3f, sd %.3f)\n", names[k].c_str(), m.weights[k], m.mean[k], m.scale[k]);
     std::printf("  bias = %+.3f\n", m.bias);
+    for (size_t k = 0; k < m.fine_weights.size(); ++k)
+      std::printf("  fine w[%-24s] = %+.3f\n", names[k].c_str(), m.fine_weights[k]);
+    std::printf("  fine bias = %+.3f\n", m.fine_bias);
     if (!extra_image.empty()) {  // e.g. a grade-synth slide, read as the pipeline reads it (at the working mpp)
       SlideOpenParams op;
       op.mpp_override = extra_mpp;
@@ -122,7 +128,9 @@ int main(int argc, char** argv) {
                       std::to_string(synth_weight) + " tiles per class)";
         synth_args += " --synth " + tiff + " " + json + " --synth-weight " + std::to_string(synth_weight);
       }
-      m.provenance = "logistic regression (IRLS, l2=" + std::to_string(tp.l2) + ") on all " +
+      m.provenance = "logistic regressions, full (" + std::to_string(necrosis_feature_count()) +
+                     " features) and border refinement (the first " +
+                     std::to_string(necrosis_fine_feature_count()) + "), IRLS, l2=" + std::to_string(tp.l2) + ", on all " +
                      std::to_string(tiles.size()) +
                      " tiles of ../shared/data/necrosis/osteosarcoma (Leavey et al., TCIA 2019, CC BY 3.0) at mpp " +
                      std::to_string(mpp) + synth_note + "; command: bench_necrosis_quality" + synth_args +

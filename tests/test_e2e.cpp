@@ -3,6 +3,7 @@
 // truncated and unopenable slides giving their errors. Slides are small (2 x 2 mm) to keep the program within minutes.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -67,6 +68,11 @@ void check_graded_exactly(const json& rep, const json& truth, int differentiatio
   CHECK(rep["fnclcc"]["complete"] == true);
   WARN(rep["fnclcc"]["mitosis_score"] == truth["mitosis_score"]);
   WARN(rep["fnclcc"]["necrosis_score"] == truth["necrosis_score"]);
+  // Issue 5 wants the necrosis percentage within 5 points of the truth; tests/test_necrosis.cpp holds that on slides
+  // read through their pyramid. Here it is only reported: the "plain" slide (seed 31, three ~300 um foci, 10 %) read
+  // from its level-0 PNG gives 4.7 % (5.3 points under; 5.5 % through the TIFF), the weakest case of the necrosis map
+  // (benchmarks/README.md, "Necrosis map").
+  WARN(std::abs(rep["necrosis"]["percent"].get<double>() - truth["necrosis_percent"].get<double>()) <= 5.0);
   MESSAGE("count " << rep["mitoses"]["per_10hpf"] << " (truth " << truth["hotspot"]["count"] << "), necrosis "
                    << rep["necrosis"]["percent"] << " % (truth " << truth["necrosis_percent"] << ")");
 }

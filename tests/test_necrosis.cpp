@@ -30,24 +30,62 @@ ErrorCode code_of(const std::function<void()>& f) {
   return ErrorCode::internal;
 }
 
-// Pale, smooth, eosin-only tissue (coagulative necrosis as grade-synth draws it) on the left half, and nucleus-rich
-// tissue (dense dark-purple blobs on pink) on the right half; glass in a frame around both.
-cv::Mat two_tissues(int size) {
-  cv::Mat rgb(size, size, CV_8UC3, cv::Scalar(242, 242, 242));
-  const int m = size / 16;
-  cv::rectangle(rgb, cv::Rect(m, m, size / 2 - m, size - 2 * m), cv::Scalar(236, 196, 216), cv::FILLED);
-  cv::rectangle(rgb, cv::Rect(size / 2, m, size / 2 - m, size - 2 * m), cv::Scalar(200, 120, 170), cv::FILLED);
-  std::mt19937 rng(7);
-  // Ghost cells: faint pink round outlines without nuclei.
-  std::uniform_int_distribution<int> gx(m + 6, size / 2 - 6), gy(m + 6, size - m - 6), gs(0, 30);
-  for (int i = 0; i < size * size / 120; ++i) {
-    const int d = gs(rng);
-    cv::circle(rgb, cv::Point(gx(rng), gy(rng)), 4, cv::Scalar(226 - d, 176 - d, 204 - d / 2), cv::FILLED);
+// Random points inside a CV_8U mask, about one per `px_per_point` mask pixels.
+template <class Draw>
+void scatter(const cv::Mat& where, double px_per_point, std::mt19937& rng, Draw draw) {
+  const int n = static_cast<int>(cv::countNonZero(where) / px_per_point);
+  if (n == 0) return;
+  const cv::Rect box = cv::boundingRect(where);
+  std::uniform_int_distribution<int> ux(box.x, box.x + box.width - 1), uy(box.y, box.y + box.height - 1);
+  for (int i = 0; i < n;) {
+    const cv::Point p(ux(rng), uy(rng));
+    if (where.at<unsigned char>(p) == 0) continue;
+    draw(p, i++);
   }
-  std::uniform_int_distribution<int> ux(size / 2 + 4, size - m - 4), uy(m + 4, size - m - 4);
-  for (int i = 0; i < size * size / 150; ++i)
-    cv::ellipse(rgb, cv::Point(ux(rng), uy(rng)), cv::Size(5, 2), (i * 37) % 180, 0, 360, cv::Scalar(70, 40, 110),
-                cv::FILLED);
+}
+
+// Coagulative necrosis as grade-synth draws it: pale, smooth, eosin-only, with faint round ghost cells, no nuclei.
+void paint_necrotic(cv::Mat& rgb, const cv::Mat& where, std::mt19937& rng) {
+  rgb.setTo(cv::Scalar(236, 196, 216), where);
+  std::uniform_int_distribution<int> gs(0, 30);
+  scatter(where, 60.0, rng, [&](cv::Point p, int) {
+    const int d = gs(rng);
+    cv::circle(rgb, p, 4, cv::Scalar(226 - d, 176 - d, 204 - d / 2), cv::FILLED);
+  });
+}
+
+// Viable, nucleus-rich tumour: dense dark-purple elongated nuclei on pink.
+void paint_viable(cv::Mat& rgb, const cv::Mat& where, std::mt19937& rng) {
+  rgb.setTo(cv::Scalar(200, 120, 170), where);
+  scatter(where, 75.0, rng, [&](cv::Point p, int i) {
+    cv::ellipse(rgb, p, cv::Size(5, 2), (i * 37) % 180, 0, 360, cv::Scalar(70, 40, 110), cv::FILLED);
+  });
+}
+
+cv::Mat glass(int size) { return cv::Mat(size, size, CV_8UC3, cv::Scalar(242, 242, 242)); }
+
+// Necrosis on the left half and viable tumour on the right half; glass in a frame around both.
+cv::Mat two_tissues(int size) {
+  cv::Mat rgb = glass(size);
+  const int m = size / 16;
+  std::mt19937 rng(7);
+  cv::Mat left = cv::Mat::zeros(size, size, CV_8U), right = left.clone();
+  left(cv::Rect(m, m, size / 2 - m, size - 2 * m)).setTo(255);
+  right(cv::Rect(size / 2, m, size / 2 - m, size - 2 * m)).setTo(255);
+  paint_necrotic(rgb, left, rng);
+  paint_viable(rgb, right, rng);
+  return rgb;
+}
+
+// Viable tumour filling the image with a round necrotic focus of `radius` pixels in its centre (none for 0); `focus`
+// gets its mask.
+cv::Mat focus_in_tumour(int size, int radius, cv::Mat& focus) {
+  cv::Mat rgb = glass(size);
+  std::mt19937 rng(11);
+  focus = cv::Mat::zeros(size, size, CV_8U);
+  if (radius > 0) cv::circle(focus, cv::Point(size / 2, size / 2), radius, cv::Scalar(255), cv::FILLED);
+  paint_viable(rgb, ~focus, rng);
+  paint_necrotic(rgb, focus, rng);
   return rgb;
 }
 
@@ -66,6 +104,9 @@ TEST_CASE("map_necrosis checks its inputs and parameters") {
   CHECK(code_of([&] { map_necrosis(make_view(rgb, 2.0), p); }) == ErrorCode::invalid_argument);
   p = {};
   p.threshold = 1.5;
+  CHECK(code_of([&] { map_necrosis(make_view(rgb, 2.0), p); }) == ErrorCode::invalid_argument);
+  p = {};
+  p.refine_reach_um = -1.0;
   CHECK(code_of([&] { map_necrosis(make_view(rgb, 2.0), p); }) == ErrorCode::invalid_argument);
   p = {};
   p.stains.eosin = p.stains.hematoxylin;  // parallel stains cannot be unmixed
@@ -125,6 +166,33 @@ TEST_CASE("the map is deterministic and does not depend on where the view sits o
   CHECK(cv::countNonZero(ma.necrosis != mb.necrosis) == 0);
   CHECK(mb.x0 == 123456);
   CHECK(mb.downsample == 8.0);
+}
+
+TEST_CASE("border refinement: a small necrotic focus keeps more of its area; viable tumour stays necrosis-free") {
+  // A drawn focus 680 um across at 2 um/px in 1.2 mm of tumour: the ~400 um windows see it diluted by viable tumour,
+  // so the full model alone finds only its centre. Measured when written: 0.23 of the focus without refinement, 0.47
+  // with it, nothing outside. This drawing is harder than grade-synth's necrosis (which the models were trained
+  // with): a drawn focus 300 um across gets no seed at all, where grade-synth's foci of that size are found and
+  // recovered to within a few points (the grade-synth test below; benchmarks/README.md).
+  cv::Mat focus;
+  const cv::Mat rgb = focus_in_tumour(600, 170, focus);
+  NecrosisParams off;
+  off.refine_reach_um = 0.0;
+  const NecrosisMap coarse = map_necrosis(make_view(rgb, 2.0), off);
+  const NecrosisMap refined = map_necrosis(make_view(rgb, 2.0));
+  const double area = cv::countNonZero(focus);
+  const double coarse_in = cv::countNonZero(coarse.necrosis & focus) / area;
+  const double refined_in = cv::countNonZero(refined.necrosis & focus) / area;
+  const double refined_out = cv::countNonZero(refined.necrosis & ~focus) / area;
+  MESSAGE("focus: full model alone " << coarse_in << " of its area, refined " << refined_in << " (+" << refined_out
+                                     << " outside)");
+  CHECK(coarse_in > 0.1);  // the focus has seeds (else there is nothing to refine)
+  CHECK(refined_in >= 1.5 * coarse_in);
+  CHECK(refined_out <= 0.05);  // the border moves out to the focus's edge, not into viable tumour
+  // Growth never starts a region: viable tumour alone has no necrosis.
+  cv::Mat none;
+  const cv::Mat viable = focus_in_tumour(600, 0, none);
+  CHECK(map_necrosis(make_view(viable, 2.0)).necrotic_fraction == 0.0);
 }
 
 TEST_CASE("necrosis_area: mm^2 and percentage of tissue or of a caller's region; areas add up") {
@@ -195,12 +263,15 @@ TEST_CASE("necrosis_polygons: level-0 outlines with holes, small pieces dropped,
 TEST_CASE("the embedded model loads and matches this library's features") {
   const auto& model = detail::embedded_necrosis_model();
   CHECK(model.weights.size() == static_cast<size_t>(detail::necrosis_feature_count()));
+  CHECK(model.fine_weights.size() == static_cast<size_t>(detail::necrosis_fine_feature_count()));
   CHECK(model.provenance.find("osteosarcoma") != std::string::npos);
   CHECK(code_of([] { detail::read_necrosis_model("%YAML:1.0\n---\nbias: 1.0\n"); }) == ErrorCode::model);
 }
 
 // grade-synth slides: the necrosis percentage of tissue is known exactly; the map must be within 5 points. Seeds and
-// percentages differ from the slide used in training (seed 11, 45 %).
+// percentages differ from the slide used in training (seed 11, 45 %). Seeds 31 and 17 have small foci (three of ~300
+// and three of ~415 um), which the full model alone under-reads by 7.8 and 6.1 points (the border refinement's reason
+// to exist); with it they read 5.5 % and 10.7 %, the weakest cases (benchmarks/README.md).
 TEST_CASE("grade-synth slides: necrosis percentage within 5 points of the truth") {
   test::TempDir dir("grade-necrosis-synth");
   struct Case {
@@ -209,7 +280,7 @@ TEST_CASE("grade-synth slides: necrosis percentage within 5 points of the truth"
     int width, height;
   };
   for (const Case c : {Case{3, 30.0, 6000, 6000}, Case{5, 60.0, 8000, 5000}, Case{7, 5.0, 6000, 6000},
-                       Case{21, 0.0, 4000, 4000}}) {
+                       Case{21, 0.0, 4000, 4000}, Case{31, 10.0, 7000, 7000}, Case{17, 15.0, 8000, 8000}}) {
     const std::string stem = std::to_string(c.seed);
     const auto tiff = dir / (stem + ".tiff");
     const auto json = dir / (stem + ".json");

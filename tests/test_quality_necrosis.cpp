@@ -2,8 +2,9 @@
 // way the model is trained (benchmarks/README.md): leave-one-case-out cross-validation, each fold trained on the other
 // cases plus a grade-synth slide (seed 11, 45 % necrosis), every tile predicted through the run-time map. Scores as
 // ../shared/eval/eval_necrosis.py defines them. Targets (issue 5): accuracy >= 0.85, AUC >= 0.90, mosaic MAE <= 8 pp.
-// Measured when this test was written: accuracy 0.867, AUC 0.923, mosaic MAE 7.6 pp (7.9 by eval_necrosis.py's 200
-// numpy mosaics) - the margin is thin, and the test holds the issue's targets, not a looser bar.
+// Measured with the border refinement (benchmarks/README.md): accuracy 0.867, AUC 0.920, mosaic MAE 7.6 pp (8.00 by
+// eval_necrosis.py's 200 numpy mosaics) - the margins are thin, and the test holds the issue's targets, not a looser
+// bar.
 #include <doctest/doctest.h>
 
 #include "grade/necrosis.hpp"
@@ -43,6 +44,9 @@ TEST_CASE("osteosarcoma tiles, leave-one-case-out: accuracy, AUC and mosaic erro
   const NecrosisModel& e = embedded_necrosis_model();
   double diff = std::abs(m.bias - e.bias);
   for (size_t k = 0; k < m.weights.size(); ++k) diff = std::max(diff, std::abs(m.weights[k] - e.weights[k]));
+  diff = std::max(diff, std::abs(m.fine_bias - e.fine_bias));
+  for (size_t k = 0; k < m.fine_weights.size(); ++k)
+    diff = std::max(diff, std::abs(m.fine_weights[k] - e.fine_weights[k]));
   WARN_MESSAGE(diff < 1e-4, "the embedded necrosis model differs from a fresh training run by " << diff);
 }
 

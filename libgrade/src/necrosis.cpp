@@ -23,6 +23,9 @@ void check_params(const NecrosisParams& p) {
                 "necrosis: working_mpp must be in 0.5..8 um/px, got " + std::to_string(p.working_mpp));
   if (!(p.threshold >= 0.0 && p.threshold <= 1.0))
     throw Error(ErrorCode::invalid_argument, "necrosis: threshold must be in 0..1, got " + std::to_string(p.threshold));
+  if (!(p.refine_reach_um >= 0.0 && p.refine_reach_um <= 1000.0))
+    throw Error(ErrorCode::invalid_argument,
+                "necrosis: refine_reach_um must be in 0..1000 um, got " + std::to_string(p.refine_reach_um));
 }
 
 }  // namespace
@@ -55,24 +58,59 @@ NecrosisMap map_necrosis_with(const ImageView& image, const NecrosisParams& para
   if (model.weights.size() != static_cast<size_t>(nf))
     throw Error(ErrorCode::model, "necrosis: the model has " + std::to_string(model.weights.size()) +
                                       " weights, the features are " + std::to_string(nf));
-  // Fold the standardisation into the weights: z = b + sum w'_k x_k.
+  if (model.fine_weights.size() != static_cast<size_t>(necrosis_fine_feature_count()))
+    throw Error(ErrorCode::model, "necrosis: the model has " + std::to_string(model.fine_weights.size()) +
+                                      " refinement weights, expected " + std::to_string(necrosis_fine_feature_count()));
+  // Fold the standardisation into the weights: z = b + sum w'_k x_k over the first w.size() features.
   auto fold = [&](const std::vector<double>& w, double bias, std::vector<float>& wk, double& b) {
-    wk.assign(static_cast<size_t>(nf), 0.0f);
+    wk.assign(w.size(), 0.0f);
     b = bias;
-    for (size_t k = 0; k < static_cast<size_t>(nf); ++k) {
+    for (size_t k = 0; k < w.size(); ++k) {
       wk[k] = static_cast<float>(w[k] / model.scale[k]);
       b -= w[k] * model.mean[k] / model.scale[k];
     }
+  };
+  auto probability = [](const float* x, const std::vector<float>& w, double b) {
+    double z = b;
+    for (size_t k = 0; k < w.size(); ++k) z += static_cast<double>(w[k] * x[k]);
+    return static_cast<float>(1.0 / (1.0 + std::exp(-z)));
   };
   std::vector<float> wf;
   double bf = 0;
   fold(model.weights, model.bias, wf, bf);
   cv::Mat cell_p(gh, gw, CV_32F);
-  for (int r = 0; r < gh * gw; ++r) {
-    const float* x = f.values.ptr<float>(r);
-    double z = bf;
-    for (int k = 0; k < nf; ++k) z += static_cast<double>(wf[static_cast<size_t>(k)] * x[k]);
-    cell_p.ptr<float>()[r] = static_cast<float>(1.0 / (1.0 + std::exp(-z)));
+  for (int r = 0; r < gh * gw; ++r) cell_p.ptr<float>()[r] = probability(f.values.ptr<float>(r), wf, bf);
+
+  // Border refinement. The full model finds necrosis (it needs the ~400 um context to tell it from bone, cartilage
+  // and oedema) but blurs its border: it erodes every necrotic region by up to half its widest window along viable
+  // tumour, and a ~300 um focus keeps under a third of its area. So its necrotic cells are seeds of a region that
+  // grows, one cell (8-connected) per step and up to refine_reach_um, through tissue cells the refinement model (the
+  // ~48 and ~208 um scales only) calls necrotic; in the grown region, seeds included, the refinement model's
+  // probability replaces the full model's (so it may trim a seed as well as extend it). Growth never starts a region:
+  // tissue without a seed keeps the full model's probability, below the threshold.
+  const float thr = static_cast<float>(params.threshold);
+  const int steps = static_cast<int>(std::lround(params.refine_reach_um / (f.cell_px * mpp)));
+  if (steps > 0) {
+    std::vector<float> wfine;
+    double bfine = 0;
+    fold(model.fine_weights, model.fine_bias, wfine, bfine);
+    cv::Mat fine_p(gh, gw, CV_32F), passable(gh, gw, CV_8U);
+    for (int r = 0; r < gh * gw; ++r) {
+      fine_p.ptr<float>()[r] = probability(f.values.ptr<float>(r), wfine, bfine);
+      // At least half tissue, as in training (neither model has seen mostly-glass cells).
+      passable.ptr<unsigned char>()[r] =
+          fine_p.ptr<float>()[r] >= thr && f.cell_tissue.ptr<float>()[r] >= 0.5f ? 255 : 0;
+    }
+    cv::Mat grown = cell_p >= thr, next;
+    for (int s = 0; s < steps; ++s) {
+      cv::dilate(grown, next, cv::Mat());  // 3x3: one cell in every direction
+      next &= passable;
+      next |= grown;
+      if (cv::countNonZero(next != grown) == 0) break;
+      std::swap(grown, next);
+    }
+    for (int r = 0; r < gh * gw; ++r)
+      if (grown.ptr<unsigned char>()[r]) cell_p.ptr<float>()[r] = fine_p.ptr<float>()[r];
   }
 
   // Interpolate between cell centres (resize of the cell grid by the cell size puts cell centres right), crop.
@@ -99,7 +137,6 @@ NecrosisMap map_necrosis_with(const ImageView& image, const NecrosisParams& para
   }
   // One pass: probability 0 outside tissue, the necrosis mask, and the counts.
   out.necrosis.create(out.tissue.size(), CV_8U);
-  const float thr = static_cast<float>(params.threshold);
   std::int64_t tissue_px = 0, necrotic_px = 0;
   for (int y = 0; y < out.tissue.rows; ++y) {
     float* pp = out.probability.ptr<float>(y);

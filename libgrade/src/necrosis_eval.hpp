@@ -220,6 +220,7 @@ inline std::vector<NecrosisTileResult> cross_validate_necrosis(const std::vector
       if (tiles[i].group == g) {
         NecrosisParams p = tiles[i].params;
         p.threshold = params.threshold;
+        p.refine_reach_um = params.refine_reach_um;
         const NecrosisMap map = map_necrosis_with(tiles[i].view, p, m);
         out[i] = {tiles[i].stem, g, tiles[i].necrotic, map.necrotic_fraction};
         if (!maps_dir.empty()) {  // debugging aid: the tile beside its probability map (necrotic pixels outlined)

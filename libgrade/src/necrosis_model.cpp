@@ -106,6 +106,11 @@ std::vector<double> fit_logistic(const cv::Mat& x, const std::vector<double>& y,
 
 int necrosis_feature_count() { return static_cast<int>(scales_cells.size()) * per_scale; }
 
+// The two finer neighbourhoods (~48 and ~208 um): the 48 um scale alone places the border best on grade-synth but
+// cannot tell cartilage or oedema from necrosis next to a wrongly seeded region (cross-validated accuracy 0.83 on the
+// osteosarcoma tiles, against 0.87 with both; benchmarks/README.md).
+int necrosis_fine_feature_count() { return 2 * per_scale; }
+
 std::vector<std::string> necrosis_feature_names() {
   std::vector<std::string> n;
   for (int k : scales_cells) {
@@ -254,6 +259,8 @@ NecrosisModel read_necrosis_model(const std::string& yaml_text) {
     fs["scale"] >> m.scale;
     fs["weights"] >> m.weights;
     fs["bias"] >> m.bias;
+    fs["fine_weights"] >> m.fine_weights;
+    fs["fine_bias"] >> m.fine_bias;
     fs["provenance"] >> m.provenance;
     std::vector<std::string> names;
     fs["features"] >> names;
@@ -266,6 +273,10 @@ NecrosisModel read_necrosis_model(const std::string& yaml_text) {
   if (m.mean.size() != n || m.scale.size() != n || m.weights.size() != n)
     throw Error(ErrorCode::model, "necrosis model: expected " + std::to_string(n) + " features, got " +
                                       std::to_string(m.weights.size()));
+  if (m.fine_weights.size() != static_cast<size_t>(necrosis_fine_feature_count()))
+    throw Error(ErrorCode::model, "necrosis model: expected " + std::to_string(necrosis_fine_feature_count()) +
+                                      " fine_weights (border refinement model), got " +
+                                      std::to_string(m.fine_weights.size()));
   return m;
 }
 
@@ -274,6 +285,7 @@ void write_necrosis_model(const NecrosisModel& model, const std::string& path) {
   if (!fs.isOpened()) throw Error(ErrorCode::io, "necrosis model: cannot write " + path);
   fs << "features" << necrosis_feature_names();
   fs << "mean" << model.mean << "scale" << model.scale << "weights" << model.weights << "bias" << model.bias;
+  fs << "fine_weights" << model.fine_weights << "fine_bias" << model.fine_bias;
   fs << "provenance" << model.provenance;
 }
 
@@ -344,6 +356,11 @@ NecrosisModel train_necrosis_model(const std::vector<NecrosisTrainingTile>& tile
   const std::vector<double> beta = fit_logistic(x, y, wt, d, lambda, params.iterations);
   m.bias = beta[0];
   m.weights.assign(beta.begin() + 1, beta.end());
+  // The refinement model on the same cells: the finest scales' features are the design matrix's first columns after
+  // the constant, and fit_logistic uses the first d columns.
+  const std::vector<double> fine = fit_logistic(x, y, wt, 1 + necrosis_fine_feature_count(), lambda, params.iterations);
+  m.fine_bias = fine[0];
+  m.fine_weights.assign(fine.begin() + 1, fine.end());
   return m;
 }
 

@@ -22,6 +22,9 @@ struct NecrosisFeatures {
 };
 
 int necrosis_feature_count();
+// Feature rows run from the finest neighbourhood to the widest; the border refinement model (map_necrosis_with) uses
+// the first this many of them (the ~48 and ~208 um scales).
+int necrosis_fine_feature_count();
 std::vector<std::string> necrosis_feature_names();
 
 // `rgb` is CV_8UC3 (R, G, B) at `mpp` (the working resolution). Also returns the working-resolution tissue mask.
@@ -31,6 +34,12 @@ NecrosisFeatures necrosis_features(const cv::Mat& rgb, double mpp, const StainVe
 struct NecrosisModel {
   std::vector<double> mean, scale, weights;
   double bias = 0.0;
+  // The border refinement model: a second logistic regression on the finer scales' features only (the first
+  // necrosis_fine_feature_count() columns, same standardisation), trained on the same cells. It places the necrosis
+  // border closer than the full model's ~400 um windows do; used only in and around regions the full model found
+  // (map_necrosis_with).
+  std::vector<double> fine_weights;
+  double fine_bias = 0.0;
   std::string provenance;  // free text: data and command it was trained with
 };
 

@@ -10,10 +10,14 @@
 // cells are not crisp, which a plain H threshold cannot tell); texture as the log mean pixel-scale OD gradient and the
 // log spread of E density (bone, collagen and cartilage are smooth and homogeneous; necrotic debris is not); and
 // saturation (ghost cells and debris are greyer). A logistic regression on the standardised features gives a
-// probability per cell, interpolated to every pixel. The model is trained on tile-labelled H&E tiles (post-
-// chemotherapy osteosarcoma: Leavey et al., TCIA 2019, doi:10.7937/tcia.2019.bvhjhdas; Arunachalam et al., PLoS ONE
-// 2019) with leave-one-case-out cross-validation, plus one grade-synth slide whose truth labels every cell (it teaches
-// the pale, smooth synthetic necrosis and pins the border); see benchmarks/README.md for the numbers and the command.
+// probability per cell, interpolated to every pixel. Border refinement (two-scale hysteresis): the ~400 um windows
+// erode necrosis along viable tumour by up to 200 um, so cells this full model calls necrotic seed regions that grow
+// (up to refine_reach_um) through cells a second logistic regression on the ~48 and ~208 um features alone calls
+// necrotic, and in those regions the second model's probability is used; nothing grows without a seed. Both models
+// are trained on tile-labelled H&E tiles (post-chemotherapy osteosarcoma: Leavey et al., TCIA 2019,
+// doi:10.7937/tcia.2019.bvhjhdas; Arunachalam et al., PLoS ONE 2019) with leave-one-case-out cross-validation, plus
+// one grade-synth slide whose truth labels every cell (it teaches the pale, smooth synthetic necrosis and pins the
+// border); see benchmarks/README.md for the numbers and the command.
 // Why a linear model on few features: 30 labelled tiles from 4 cases cannot support a large model, and the features
 // keep their meaning on other tissues.
 #include <cstdint>
@@ -29,6 +33,10 @@ namespace grade {
 struct NecrosisParams {
   double working_mpp = 2.0;  // resolution the features are computed at (0.5..8); the input is resampled to it
   double threshold = 0.5;    // probability at and above which a pixel is called necrotic
+  // Border refinement: a necrotic region (full model, all three scales) grows by up to this distance into cells whose
+  // finest-scale (~48 um) evidence is necrotic. The ~400 um windows erode necrosis by up to half their width (200 um)
+  // along its border with viable tumour; small foci lose most of their area to that. 0 = no refinement (0..1000).
+  double refine_reach_um = 200.0;
   // The embedded model was trained on densities from these standard vectors. A slide's own (Macenko) vectors shift
   // every density feature: on grade-synth they move the percentage by ~2 points, and per-tile estimates cost ~0.1 of
   // cross-validated accuracy on the osteosarcoma tiles. Keep the default unless the model is retrained with others.

@@ -1,7 +1,8 @@
 // Mitosis detector quality on ../shared/data, by the definitions of ../shared/eval/eval_mitosis.py, on the source
 // images held out from training (tools/train/train_mitosis.py; same split rule, libgrade/src/mitosis_eval.hpp).
 //
-//   bench_mitosis_quality [--all] [--model FILE.onnx] [--threshold T] [--orientations N] [--csv OUT.csv]
+//   bench_mitosis_quality [--all] [--model FILE.onnx [--screen SCREEN.onnx]] [--screen-threshold T] [--threshold T]
+//                         [--orientations N] [--csv OUT.csv]
 //   bench_mitosis_quality --dump-candidates OUT.csv      (stage-1 candidates of every image, for training)
 //
 // Prints the recall / FP-per-mm^2 curve on AMi-Br, recall per class and dataset at the operating threshold, and the
@@ -30,7 +31,8 @@ static cv::Mat load_rgb(const std::string& path) {
 
 int main(int argc, char** argv) {
   bool all = false;
-  std::string model_path, csv_path, dump_path;
+  std::string model_path, screen_path, csv_path, dump_path;
+  double screen_threshold = grade::MitosisParams{}.screen_threshold;
   double threshold = grade::MitosisParams{}.threshold;
   int orientations = grade::MitosisParams{}.orientations;
   for (int i = 1; i < argc; ++i) {
@@ -41,6 +43,8 @@ int main(int argc, char** argv) {
     };
     if (a == "--all") all = true;
     else if (a == "--model") model_path = next();
+    else if (a == "--screen") screen_path = next();
+    else if (a == "--screen-threshold") screen_threshold = std::stod(next());
     else if (a == "--threshold") threshold = std::stod(next());
     else if (a == "--csv") csv_path = next();
     else if (a == "--orientations") orientations = std::stoi(next());
@@ -54,11 +58,17 @@ int main(int argc, char** argv) {
   grade::MitosisParams params;
   params.threshold = 0.0;  // keep every scored candidate: the curve is over thresholds
   params.orientations = orientations;
-  if (!model_path.empty()) {
-    std::ifstream f(model_path, std::ios::binary);
-    std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    params.model = grade::MitosisModel::from_onnx(bytes);
-  }
+  params.screen_threshold = screen_threshold;
+  auto read_bytes = [](const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw std::runtime_error("cannot open " + path);
+    return std::vector<unsigned char>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  };
+  if (!model_path.empty())
+    params.model = grade::MitosisModel::from_onnx(read_bytes(model_path),
+                                                  screen_path.empty() ? std::vector<unsigned char>{} : read_bytes(screen_path));
+  else if (!screen_path.empty())
+    throw std::runtime_error("--screen needs --model (the main network it screens for)");
 
   if (!dump_path.empty()) {
     std::ofstream out(dump_path);

@@ -4,6 +4,8 @@
 //   bench_mitosis_speed                 a 4096 x 4096 mosaic of AMi-Br patches (dense, mitotically active breast
 //                                       tumour: a worst case for the number of candidates)
 //   bench_mitosis_speed --slide S.tiff  a whole slide (e.g. from grade-synth), all of it, read at 0.25 um/px
+//   --screen-threshold T                the screen network's threshold (default: MitosisParams's)
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <cstdio>
@@ -34,13 +36,20 @@ static double cpu_now() {
 int main(int argc, char** argv) {
   cv::setNumThreads(1);
   std::string slide_path;
-  for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]) == "--slide" && i + 1 < argc) slide_path = argv[++i];
-  const grade::MitosisParams params;
+  grade::MitosisParams params;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--slide" && i + 1 < argc) slide_path = argv[++i];
+    else if (a == "--screen-threshold" && i + 1 < argc) params.screen_threshold = std::stod(argv[++i]);
+    else {
+      std::fprintf(stderr, "usage: bench_mitosis_speed [--slide S.tiff] [--screen-threshold T]\n");
+      return 2;
+    }
+  }
   grade::MitosisModel::embedded();  // load once, outside the timing
 
   double t_read = 0, t_cand = 0, t_det = 0, c_cand = 0, c_det = 0, mp = 0, mm2 = 0;
-  size_t n_cand = 0, n_det = 0;
+  size_t n_cand = 0, n_det = 0, n_main = 0;
   auto run_tile = [&](const grade::ImageView& v, double core_mp) {
     auto t = clk::now();
     double c = cpu_now();
@@ -53,6 +62,9 @@ int main(int argc, char** argv) {
     t_det += secs(t);
     c_det += cpu_now() - c;
     mp += core_mp;
+    // Not timed: how many candidates the screen passes to the main network (they are the ones scored above 0).
+    const auto scores = grade::score_mitosis_candidates(v, grade::find_mitosis_candidates(v, params), params);
+    n_main += static_cast<size_t>(std::count_if(scores.begin(), scores.end(), [](double s) { return s > 0.0; }));
   };
   if (slide_path.empty()) {
     const auto images = me::list_images(GRADE_SHARED_DATA);
@@ -100,6 +112,8 @@ int main(int argc, char** argv) {
   }
   std::printf("stage 1 (candidates) alone: %.2f s CPU (%.1f s wall), %.1f MP/s per core, %.0f candidates/mm^2\n",
               c_cand, t_cand, mp / c_cand, n_cand / mm2);
+  std::printf("screen (threshold %.3f) passed %.1f %% of the candidates to the main network\n", params.screen_threshold,
+              n_cand ? 100.0 * n_main / n_cand : 0.0);
   std::printf("detect_mitoses (candidates + classifier + NMS): %.2f s CPU (%.1f s wall), %.1f MP/s per core of level-0 "
               "pixels, %.1f detections/mm^2 at threshold %.3f\n",
               c_det, t_det, mp / c_det, n_det / mm2, params.threshold);

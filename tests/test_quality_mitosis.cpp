@@ -2,9 +2,12 @@
 // tools/train/train_mitosis.py), with the metric of ../shared/eval/eval_mitosis.py. The bounds are what
 // benchmarks/bench_mitosis_quality measured (benchmarks/README.md, "Mitosis") with a small margin: the test fails when
 // the detector gets worse, not when it misses the issue's targets (which it does not reach; see the README).
-// Measured: recall 0.681, 20.7 FP/mm^2, atypical recall 0.603, nucleus images ~36 detections/mm^2 (threshold 0.9).
+// Measured (screen + main network, screen threshold 0.2, threshold 0.9): recall 0.743, 10.4 FP/mm^2 (4 false
+// positives in 0.386 mm^2), atypical recall 0.705, nucleus images 1.4 detections/mm^2 (1 in 0.72 mm^2); best recall at
+// <= 3 FP/mm^2 over all thresholds 0.606. One false positive here is 2.6 FP/mm^2, so the bounds allow two more.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include <opencv2/imgcodecs.hpp>
@@ -57,8 +60,13 @@ TEST_CASE("held-out AMi-Br patches and nucleus images: recall, FP/mm^2, detectio
   std::printf("held-out: %zu patches, %d figures: recall %.3f, FP/mm^2 %.2f, atypical recall %.3f; nucleus images "
               "%.3f mm^2: %.2f detections/mm^2\n",
               patches.size(), e.n_gt, p.recall, p.fp_per_mm2, atypical, nuclei_mm2, nuclei_rate);
-  CHECK(p.recall >= 0.65);
-  CHECK(p.fp_per_mm2 <= 26.0);
-  CHECK(atypical >= 0.55);
-  CHECK(nuclei_rate <= 45.0);
+  double recall_at_3 = 0.0;  // the issue's operating point: the best recall with at most 3 FP/mm^2
+  for (const auto& c : e.curve)
+    if (c.fp_per_mm2 <= 3.0) recall_at_3 = std::max(recall_at_3, c.recall);
+  std::printf("best recall at <= 3 FP/mm^2: %.3f\n", recall_at_3);
+  CHECK(p.recall >= 0.72);
+  CHECK(p.fp_per_mm2 <= 16.0);
+  CHECK(atypical >= 0.67);
+  CHECK(nuclei_rate <= 5.6);
+  CHECK(recall_at_3 >= 0.57);
 }

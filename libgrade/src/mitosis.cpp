@@ -15,6 +15,7 @@
 #include "models.hpp"
 
 GRADE_DECLARE_MODEL(mitosis_cnn)
+GRADE_DECLARE_MODEL(mitosis_screen)
 
 namespace grade {
 
@@ -23,7 +24,6 @@ namespace {
 
 constexpr int kCrop = 64;     // classifier input side, pixels at working_mpp (16 um at 0.25 um/px)
 constexpr int kBatch = 64;    // crops per forward pass
-constexpr int kSmall = 16;    // pre-filter input side: the crop area-averaged 4x (1 um/px)
 
 std::string num(double v) {
   char buf[64];
@@ -46,9 +46,9 @@ void check_params(const MitosisParams& p) {
     throw Error(ErrorCode::invalid_argument, "detect_mitoses: nms_radius_um must be >= 0, got " + num(p.nms_radius_um));
   if (!std::isfinite(p.threshold))
     throw Error(ErrorCode::invalid_argument, "detect_mitoses: threshold must be finite, got " + num(p.threshold));
-  if (!(p.prefilter_threshold >= 0.0 && p.prefilter_threshold < 1.0))
+  if (!(p.screen_threshold >= 0.0 && p.screen_threshold < 1.0))
     throw Error(ErrorCode::invalid_argument,
-                "detect_mitoses: prefilter_threshold must be in [0, 1), got " + num(p.prefilter_threshold));
+                "detect_mitoses: screen_threshold must be in [0, 1), got " + num(p.screen_threshold));
   if (p.orientations < 1 || p.orientations > 8)
     throw Error(ErrorCode::invalid_argument,
                 "detect_mitoses: orientations must be in 1..8, got " + std::to_string(p.orientations));
@@ -141,27 +141,27 @@ struct NetPool {
 
 struct MitosisModel::Impl {
   NetPool main;
-  NetPool pre;  // optional (empty bytes): the pre-filter
+  NetPool screen;  // optional (empty bytes): the cheap network that runs first
 };
 
 MitosisModel::MitosisModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 MitosisModel::~MitosisModel() = default;
 
 std::shared_ptr<const MitosisModel> MitosisModel::from_onnx(const std::vector<unsigned char>& onnx_bytes,
-                                                            const std::vector<unsigned char>& prefilter_onnx_bytes) {
+                                                            const std::vector<unsigned char>& screen_onnx_bytes) {
   if (onnx_bytes.empty()) throw Error(ErrorCode::model, "mitosis classifier: empty ONNX model");
   auto impl = std::make_unique<Impl>();
   impl->main.bytes = onnx_bytes;
-  impl->pre.bytes = prefilter_onnx_bytes;
+  impl->screen.bytes = screen_onnx_bytes;
   // Load once now and run on blank crops, so that a bad model fails here and not mid-slide.
   impl->main.check(detail::kCrop, "mitosis classifier");
-  if (!impl->pre.bytes.empty()) impl->pre.check(detail::kSmall, "mitosis pre-filter");
+  if (!impl->screen.bytes.empty()) impl->screen.check(detail::kCrop, "mitosis screen");
   return std::make_shared<const MitosisModel>(std::move(impl));
 }
 
 std::shared_ptr<const MitosisModel> MitosisModel::embedded() {
   static const std::shared_ptr<const MitosisModel> model =
-      from_onnx(GRADE_MODEL_BYTES(mitosis_cnn));  // no pre-filter is shipped (see benchmarks/README.md)
+      from_onnx(GRADE_MODEL_BYTES(mitosis_cnn), GRADE_MODEL_BYTES(mitosis_screen));
   return model;
 }
 
@@ -255,10 +255,11 @@ std::vector<double> score_mitosis_candidates(const ImageView& image, const std::
   const double sy = static_cast<double>(work.rows) / image.rgb.rows;
 
   NetPool::Lease net(model->impl().main);
-  std::unique_ptr<NetPool::Lease> pre;
-  const bool use_pre = !model->impl().pre.bytes.empty() && params.prefilter_threshold > 0.0;
-  if (use_pre) pre = std::make_unique<NetPool::Lease>(model->impl().pre);
-  const double pre_logit = use_pre ? std::log(params.prefilter_threshold / (1.0 - params.prefilter_threshold)) : 0.0;
+  std::unique_ptr<NetPool::Lease> screen;
+  const bool use_screen = !model->impl().screen.bytes.empty() && params.screen_threshold > 0.0;
+  if (use_screen) screen = std::make_unique<NetPool::Lease>(model->impl().screen);
+  const double screen_logit =
+      use_screen ? std::log(params.screen_threshold / (1.0 - params.screen_threshold)) : 0.0;
 
   const cv::Rect bounds(0, 0, work.cols, work.rows);
   std::vector<cv::Mat> crops;
@@ -275,13 +276,10 @@ std::vector<double> score_mitosis_candidates(const ImageView& image, const std::
   auto flush = [&](size_t first) {
     if (crops.empty()) return;
     std::vector<int> pass;  // indices into crops that go to the main classifier
-    if (use_pre) {
-      std::vector<cv::Mat> small(crops.size());
+    if (use_screen) {
+      const cv::Mat p = forward(*screen->net, crops);
       for (size_t i = 0; i < crops.size(); ++i)
-        cv::resize(crops[i], small[i], {detail::kSmall, detail::kSmall}, 0, 0, cv::INTER_AREA);
-      const cv::Mat p = forward(*pre->net, small);
-      for (size_t i = 0; i < crops.size(); ++i)
-        if (p.at<float>(0, static_cast<int>(i)) >= pre_logit) pass.push_back(static_cast<int>(i));
+        if (p.at<float>(0, static_cast<int>(i)) >= screen_logit) pass.push_back(static_cast<int>(i));
     } else {
       for (size_t i = 0; i < crops.size(); ++i) pass.push_back(static_cast<int>(i));
     }

@@ -27,12 +27,12 @@ namespace grade {
 // cross-validation fold model in a benchmark). Immutable and safe to share between threads.
 class MitosisModel {
  public:
-  // `prefilter_onnx_bytes` (optional): a cheap network on the same crops area-averaged to 16 x 16 (1 um/px) that
-  // rejects plain non-mitotic candidates before the main network runs (speed). Throws Error(model) when the bytes are
-  // not an ONNX network OpenCV can run with the expected shapes.
+  // `screen_onnx_bytes` (optional): a cheap network on the same crops that runs on every candidate first; only the
+  // candidates it passes (MitosisParams::screen_threshold) go to the main network. Throws Error(model) when the bytes
+  // are not an ONNX network OpenCV can run with the expected shapes.
   static std::shared_ptr<const MitosisModel> from_onnx(const std::vector<unsigned char>& onnx_bytes,
-                                                       const std::vector<unsigned char>& prefilter_onnx_bytes = {});
-  // The model compiled into the library (libgrade/models/mitosis_cnn.onnx; no pre-filter).
+                                                       const std::vector<unsigned char>& screen_onnx_bytes = {});
+  // The model compiled into the library: libgrade/models/mitosis_cnn.onnx (main) with mitosis_screen.onnx (screen).
   static std::shared_ptr<const MitosisModel> embedded();
 
   struct Impl;
@@ -58,11 +58,9 @@ struct MitosisParams {
   double candidate_separation_um = 4.0;  // peaks closer than this to a denser one are merged into it
 
   // Stage 2 (classifier) and output.
-  // Candidates the pre-filter gives a probability below this are scored 0 without running the main classifier
-  // (0 = run the main classifier on every candidate). Only used with a model that has a pre-filter; the embedded one
-  // has none (a 16x16 pre-filter trained with tools/train/train_mitosis_prefilter.py passed 67 % of the candidates at
-  // 99.5 % recall: too little gain to ship).
-  double prefilter_threshold = 0.0;
+  // Candidates the screen network gives a probability below this are scored 0 without running the main classifier
+  // (0 = run the main classifier on every candidate; ignored for a model without a screen).
+  double screen_threshold = 0.2;
   // Test-time augmentation: the classifier's logit is averaged over this many of the 8 quarter turns and mirror images
   // of each crop (1 = none); the cost of stage 2 grows in proportion.
   int orientations = 1;

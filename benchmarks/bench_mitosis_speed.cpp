@@ -4,7 +4,7 @@
 //   bench_mitosis_speed                 a 4096 x 4096 mosaic of AMi-Br patches (dense, mitotically active breast
 //                                       tumour: a worst case for the number of candidates)
 //   bench_mitosis_speed --slide S.tiff  a whole slide (e.g. from grade-synth), all of it, read at 0.25 um/px
-//   --screen-threshold T                the screen network's threshold (default: MitosisParams's)
+//   --screen-threshold T, --candidate-min-od OD   other stage parameters (default: MitosisParams's)
 #include <algorithm>
 #include <chrono>
 #include <ctime>
@@ -41,8 +41,9 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--slide" && i + 1 < argc) slide_path = argv[++i];
     else if (a == "--screen-threshold" && i + 1 < argc) params.screen_threshold = std::stod(argv[++i]);
+    else if (a == "--candidate-min-od" && i + 1 < argc) params.candidate_min_od = std::stod(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: bench_mitosis_speed [--slide S.tiff] [--screen-threshold T]\n");
+      std::fprintf(stderr, "usage: bench_mitosis_speed [--slide S.tiff] [--screen-threshold T] [--candidate-min-od OD]\n");
       return 2;
     }
   }

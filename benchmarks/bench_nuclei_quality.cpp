@@ -7,7 +7,7 @@
 //   --only   evaluate only the images listed ("dataset/name" per line), e.g. a fold's held-out list
 //   --exclude  skip the images listed (same format): with a fold's held-out list, tune parameters on the images the
 //              network trained on and leave the held-out ones untouched until the parameters are chosen
-//   --fg T --marker T --merge D --min-area A --margin PX  NucleiParams to try
+//   --fg T --marker T --merge D --min-area A --tile PX --margin PX  NucleiParams to try
 //   --sp-elongation E --sp-solidity S --sp-probability P --sp-confident P --sp-alignment A  the spindle rule's thresholds
 //   --dump FILE  per predicted nucleus: features, whether it matches a GT nucleus, and whether that one is spindle
 //   --pred-dir  also write <name>.png (uint16 labels) and nuclei.csv per data set, for eval_nuclei.py
@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
     else if (a == "--marker") params.marker_threshold = std::stod(next());
     else if (a == "--merge") params.merge_depth = std::stod(next());
     else if (a == "--margin") params.tile_margin_px = std::stoi(next());
+    else if (a == "--tile") params.tile_px = std::stoi(next());
     else if (a == "--min-area") params.min_area_um2 = std::stod(next());
     else if (a == "--sp-elongation") params.spindle_min_elongation = std::stod(next());
     else if (a == "--sp-solidity") params.spindle_min_solidity = std::stod(next());

@@ -57,9 +57,11 @@ struct NucleiParams {
   double spindle_min_alignment = 0.2;
   double spindle_neighbourhood_um = 30.0;
   // Network tiles at working_mpp: core size and the context margin around it (multiples of 8). Results do not depend on
-  // how the caller tiles the slide, only on the input image; memory is bounded by one tile.
+  // how the caller tiles the slide, only on the input image; memory is bounded by one tile. An 8 px margin is enough:
+  // cut into 128 px tiles (8x the seams of 1024 px ones), MoNuSeg scores the same with 8 and 16 px margins (AJI within
+  // 0.001; 0 px loses 0.014), and 16 px would cost 3 % more network time per 1024 px tile.
   int tile_px = 1024;
-  int tile_margin_px = 16;
+  int tile_margin_px = 8;
 };
 
 struct Nucleus {

@@ -5,7 +5,10 @@
 //                             [--only LIST.txt] [--pred-dir DIR] [--limit N]
 //   --model  evaluate another network instead of the embedded one (cross-validation fold models)
 //   --only   evaluate only the images listed ("dataset/name" per line), e.g. a fold's held-out list
-//   --fg T --marker T --merge D --min-area A --margin PX  NucleiParams to try
+//   --exclude  skip the images listed (same format): with a fold's held-out list, tune parameters on the images the
+//              network trained on and leave the held-out ones untouched until the parameters are chosen
+//   --fg T --marker T --merge D --min-area A --tile PX --margin PX  NucleiParams to try
+//   --sp-elongation E --sp-solidity S --sp-probability P --sp-confident P --sp-alignment A  the spindle rule's thresholds
 //   --dump FILE  per predicted nucleus: features, whether it matches a GT nucleus, and whether that one is spindle
 //   --pred-dir  also write <name>.png (uint16 labels) and nuclei.csv per data set, for eval_nuclei.py
 #include <chrono>
@@ -26,7 +29,7 @@
 namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
-  std::string data = std::string(GRADE_SHARED_DATA) + "/nuclei", which = "all", model, only, pred_dir;
+  std::string data = std::string(GRADE_SHARED_DATA) + "/nuclei", which = "all", model, only, exclude, pred_dir;
   int limit = 0;
   grade::NucleiParams params;
   std::string dump;
@@ -43,13 +46,20 @@ int main(int argc, char** argv) {
     else if (a == "--dataset") which = next();
     else if (a == "--model") model = next();
     else if (a == "--only") only = next();
+    else if (a == "--exclude") exclude = next();
     else if (a == "--pred-dir") pred_dir = next();
     else if (a == "--limit") limit = std::stoi(next());
     else if (a == "--fg") params.foreground_threshold = std::stod(next());
     else if (a == "--marker") params.marker_threshold = std::stod(next());
     else if (a == "--merge") params.merge_depth = std::stod(next());
     else if (a == "--margin") params.tile_margin_px = std::stoi(next());
+    else if (a == "--tile") params.tile_px = std::stoi(next());
     else if (a == "--min-area") params.min_area_um2 = std::stod(next());
+    else if (a == "--sp-elongation") params.spindle_min_elongation = std::stod(next());
+    else if (a == "--sp-solidity") params.spindle_min_solidity = std::stod(next());
+    else if (a == "--sp-probability") params.spindle_min_probability = std::stod(next());
+    else if (a == "--sp-confident") params.spindle_confident_probability = std::stod(next());
+    else if (a == "--sp-alignment") params.spindle_min_alignment = std::stod(next());
     else if (a == "--dump") dump = next();
     else {
       std::cerr << "unknown argument " << a << "\n";
@@ -65,13 +75,20 @@ int main(int argc, char** argv) {
     }
     grade::detail::set_thread_nuclei_model(std::vector<unsigned char>(std::istreambuf_iterator<char>(in), {}));
   }
-  std::set<std::string> keep;
-  if (!only.empty()) {
-    std::ifstream in(only);
+  auto read_list = [](const std::string& path) {
+    std::set<std::string> names;
+    if (path.empty()) return names;
+    std::ifstream in(path);
+    if (!in) {
+      std::cerr << "cannot read the image list " << path << "\n";
+      std::exit(2);
+    }
     std::string line;
     while (std::getline(in, line))
-      if (!line.empty()) keep.insert(line);
-  }
+      if (!line.empty()) names.insert(line);
+    return names;
+  };
+  const std::set<std::string> keep = read_list(only), skip = read_list(exclude);
   std::vector<std::string> sets = which == "all" ? std::vector<std::string>{"consep", "monuseg", "cpm15"}
                                                  : std::vector<std::string>{which};
   std::printf("%-8s %5s %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s\n", "dataset", "imgs", "AJI", "Dice", "P", "R", "F1",
@@ -95,6 +112,7 @@ int main(int argc, char** argv) {
     }
     for (const auto& s : samples) {
       if (!keep.empty() && !keep.count(ds + "/" + s.name)) continue;
+      if (skip.count(ds + "/" + s.name)) continue;
       if (limit > 0 && count >= limit) break;
       cv::Mat bgr = cv::imread(s.image_path, cv::IMREAD_COLOR), rgb;
       cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);

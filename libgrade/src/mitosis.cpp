@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <mutex>
 #include <numeric>
 #include <string>
 
@@ -13,6 +12,7 @@
 
 #include "grade/error.hpp"
 #include "models.hpp"
+#include "net_pool.hpp"
 
 GRADE_DECLARE_MODEL(mitosis_cnn)
 GRADE_DECLARE_MODEL(mitosis_screen)
@@ -83,61 +83,9 @@ struct Peak {
 
 }  // namespace
 
-// The classifier: the ONNX bytes and a pool of networks (a cv::dnn::Net must not run two forward passes at once).
 }  // namespace detail
 
-struct NetPool {
-  std::vector<unsigned char> bytes;
-  mutable std::mutex mutex;
-  mutable std::vector<std::unique_ptr<cv::dnn::Net>> pool;
-
-  std::unique_ptr<cv::dnn::Net> acquire() const {
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      if (!pool.empty()) {
-        auto net = std::move(pool.back());
-        pool.pop_back();
-        return net;
-      }
-    }
-    try {
-      auto net = std::make_unique<cv::dnn::Net>(cv::dnn::readNetFromONNX(bytes));
-      net->setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
-      net->setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
-      return net;
-    } catch (const cv::Exception& e) {
-      throw Error(ErrorCode::model, std::string("mitosis classifier: cannot load the ONNX model: ") + e.what());
-    }
-  }
-  void release(std::unique_ptr<cv::dnn::Net> net) const {
-    std::lock_guard<std::mutex> lock(mutex);
-    pool.push_back(std::move(net));
-  }
-  // Borrows a network for the scope of the object.
-  struct Lease {
-    const NetPool* owner;
-    std::unique_ptr<cv::dnn::Net> net;
-    explicit Lease(const NetPool& p) : owner(&p), net(p.acquire()) {}
-    ~Lease() { owner->release(std::move(net)); }
-    Lease(const Lease&) = delete;
-    Lease& operator=(const Lease&) = delete;
-  };
-  // Loads the network and checks that an N x 3 x side x side input gives one output per crop.
-  void check(int side, const char* what) const {
-    Lease lease(*this);
-    try {
-      const int shape[] = {2, 3, side, side};
-      cv::Mat blob(4, shape, CV_32F, cv::Scalar(0.5));
-      lease.net->setInput(blob);
-      cv::Mat out = lease.net->forward();
-      if (out.total() != 2)
-        throw Error(ErrorCode::model, std::string(what) + ": expected one output per crop, got " +
-                                          std::to_string(out.total()) + " for 2 crops");
-    } catch (const cv::Exception& e) {
-      throw Error(ErrorCode::model, std::string(what) + ": the ONNX model does not run: " + e.what());
-    }
-  }
-};
+using detail::NetPool;  // the classifier's networks (net_pool.hpp)
 
 struct MitosisModel::Impl {
   NetPool main;
@@ -152,7 +100,9 @@ std::shared_ptr<const MitosisModel> MitosisModel::from_onnx(const std::vector<un
   if (onnx_bytes.empty()) throw Error(ErrorCode::model, "mitosis classifier: empty ONNX model");
   auto impl = std::make_unique<Impl>();
   impl->main.bytes = onnx_bytes;
+  impl->main.what = "mitosis classifier";
   impl->screen.bytes = screen_onnx_bytes;
+  impl->screen.what = "mitosis screen";
   // Load once now and run on blank crops, so that a bad model fails here and not mid-slide.
   impl->main.check(detail::kCrop, "mitosis classifier");
   if (!impl->screen.bytes.empty()) impl->screen.check(detail::kCrop, "mitosis screen");

@@ -6,7 +6,6 @@
 #include <array>
 #include <cmath>
 #include <cstring>
-#include <deque>
 #include <memory>
 #include <numbers>
 #include <string>
@@ -17,6 +16,7 @@
 
 #include "grade/error.hpp"
 #include "models.hpp"
+#include "net_pool.hpp"
 
 GRADE_DECLARE_MODEL(nuclei_unet)
 
@@ -26,34 +26,34 @@ namespace {
 
 thread_local std::vector<unsigned char> t_model_override;
 
-// One network per thread (cv::dnn::Net is not safe to share between concurrent forward() calls); it is loaded once
-// and reloaded only when the thread's model changes.
-cv::dnn::Net& thread_net() {
-  thread_local cv::dnn::Net net;
-  thread_local std::size_t loaded_key = 0;
-  const bool custom = !t_model_override.empty();
-  const std::size_t key = custom ? std::hash<std::string>{}(std::string(t_model_override.begin(), t_model_override.end()))
-                                 : 1;
-  if (net.empty() || loaded_key != key) {
-    try {
-      net = custom ? cv::dnn::readNetFromONNX(t_model_override) : cv::dnn::readNetFromONNX(GRADE_MODEL_BYTES(nuclei_unet));
-      net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
-      net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
-    } catch (const cv::Exception& e) {
-      throw Error(ErrorCode::model, std::string("nuclei: cannot load the segmentation network: ") + e.what());
-    }
-    loaded_key = key;
+// The networks: a pool for the embedded model (shared by all threads, kept for the life of the process so a new
+// worker thread or the next slide reuses a loaded network and its buffers), and a per-thread pool for a model set by
+// detail::set_thread_nuclei_model.
+const detail::NetPool& net_pool() {
+  auto make = [](std::vector<unsigned char> bytes) {
+    auto p = std::make_unique<detail::NetPool>();
+    p->bytes = std::move(bytes);
+    p->what = "nuclei: the segmentation network";
+    return p;
+  };
+  if (t_model_override.empty()) {
+    static const std::unique_ptr<detail::NetPool> embedded = make(GRADE_MODEL_BYTES(nuclei_unet));
+    return *embedded;
   }
-  return net;
+  thread_local std::unique_ptr<detail::NetPool> custom;
+  if (!custom || custom->bytes != t_model_override) custom = make(t_model_override);
+  return *custom;
 }
 
-inline float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
-
 // Runs the network over `rgb` (at working mpp) in fixed tiles, returning three CV_32F probability maps of its size.
+// The input blob is filled in place (one pass: mirror padding, uint8 -> float, planar) and kept per thread, so a tile
+// costs no large allocation or extra copy besides the network's own (fresh multi-megabyte buffers cost page faults).
 std::array<cv::Mat, 3> predict(const cv::Mat& rgb, int tile, int margin) {
   std::array<cv::Mat, 3> maps;
   for (auto& m : maps) m.create(rgb.size(), CV_32F);
-  cv::dnn::Net& net = thread_net();
+  const detail::NetPool::Lease lease(net_pool());
+  cv::dnn::Net& net = *lease.net;
+  thread_local cv::Mat blob, logit;
   for (int ty = 0; ty < rgb.rows; ty += tile) {
     for (int tx = 0; tx < rgb.cols; tx += tile) {
       const int cw = std::min(tile, rgb.cols - tx), ch = std::min(tile, rgb.rows - ty);
@@ -61,13 +61,23 @@ std::array<cv::Mat, 3> predict(const cv::Mat& rgb, int tile, int margin) {
       // down-samplings in the network).
       const int w = ((cw + 2 * margin + 7) / 8) * 8, h = ((ch + 2 * margin + 7) / 8) * 8;
       const int x0 = tx - margin, y0 = ty - margin;
-      cv::Mat patch(h, w, CV_8UC3);
-      const cv::Rect inside = cv::Rect(x0, y0, w, h) & cv::Rect(0, 0, rgb.cols, rgb.rows);
-      cv::Mat src = rgb(inside);
-      cv::copyMakeBorder(src, patch, inside.y - y0, y0 + h - inside.br().y, inside.x - x0, x0 + w - inside.br().x,
-                         cv::BORDER_REFLECT_101);
-      // (I - 127.5) / 255 = I / 255 - 0.5, as in training.
-      const cv::Mat blob = cv::dnn::blobFromImage(patch, 1.0 / 255.0, cv::Size(), cv::Scalar(127.5, 127.5, 127.5), false, false);
+      const int shape[4] = {1, 3, h, w};
+      blob.create(4, shape, CV_32F);
+      std::vector<int> col(static_cast<std::size_t>(w));
+      for (int x = 0; x < w; ++x) col[static_cast<std::size_t>(x)] = cv::borderInterpolate(x0 + x, rgb.cols, cv::BORDER_REFLECT_101);
+      for (int y = 0; y < h; ++y) {
+        const auto* src = rgb.ptr<cv::Vec3b>(cv::borderInterpolate(y0 + y, rgb.rows, cv::BORDER_REFLECT_101));
+        float* r = blob.ptr<float>(0, 0, y);
+        float* g = blob.ptr<float>(0, 1, y);
+        float* b = blob.ptr<float>(0, 2, y);
+        for (int x = 0; x < w; ++x) {
+          const cv::Vec3b& p = src[col[static_cast<std::size_t>(x)]];
+          // (I - 127.5) / 255 = I / 255 - 0.5, as in training.
+          r[x] = (static_cast<float>(p[0]) - 127.5f) * (1.0f / 255.0f);
+          g[x] = (static_cast<float>(p[1]) - 127.5f) * (1.0f / 255.0f);
+          b[x] = (static_cast<float>(p[2]) - 127.5f) * (1.0f / 255.0f);
+        }
+      }
       cv::Mat out;
       try {
         net.setInput(blob);
@@ -77,13 +87,14 @@ std::array<cv::Mat, 3> predict(const cv::Mat& rgb, int tile, int margin) {
       }
       if (out.dims != 4 || out.size[1] < 3 || out.size[2] != h || out.size[3] != w)
         throw Error(ErrorCode::model, "nuclei: unexpected network output shape");
+      // Sigmoid of the core, vectorised: 1 / (1 + exp(-logit)).
       for (int c = 0; c < 3; ++c) {
-        const float* o = out.ptr<float>(0, c);
-        for (int y = 0; y < ch; ++y) {
-          const float* row = o + static_cast<std::size_t>(y + margin) * static_cast<std::size_t>(w) + margin;
-          float* dst = maps[static_cast<std::size_t>(c)].ptr<float>(ty + y) + tx;
-          for (int x = 0; x < cw; ++x) dst[x] = sigmoid(row[x]);
-        }
+        const cv::Mat plane(h, w, CV_32F, out.ptr<float>(0, c));
+        cv::Mat dst = maps[static_cast<std::size_t>(c)](cv::Rect(tx, ty, cw, ch));
+        cv::multiply(plane(cv::Rect(margin, margin, cw, ch)), -1.0, logit);
+        cv::exp(logit, logit);
+        logit += 1.0;
+        cv::divide(1.0, logit, dst);
       }
     }
   }
@@ -127,10 +138,15 @@ cv::Mat watershed(const cv::Mat& fg, const cv::Mat& dist, float fg_thr, float ma
       }
     }
   }
-  auto level = [&](int idx) {
-    const float d = dist.ptr<float>(0)[idx];
-    return std::clamp(static_cast<int>(d * 255.0f), 0, 255);
-  };
+  // Flood level of every pixel (256 buckets), computed once.
+  cv::Mat levels(rows, cols, CV_8U);
+  for (int y = 0; y < rows; ++y) {
+    const float* d = dist.ptr<float>(y);
+    uchar* lv = levels.ptr<uchar>(y);
+    for (int x = 0; x < cols; ++x) lv[x] = static_cast<uchar>(std::clamp(static_cast<int>(d[x] * 255.0f), 0, 255));
+  }
+  const uchar* LV = levels.ptr<uchar>(0);
+  auto level = [LV](int idx) { return static_cast<int>(LV[idx]); };
   int* L = labels.ptr<int>(0);
   const uchar* M = mask.ptr<uchar>(0);
   // Peak level of every marker.
@@ -154,7 +170,9 @@ cv::Mat watershed(const cv::Mat& fg, const cv::Mat& dist, float fg_thr, float ma
     }
   };
   // Flood: pixels adjacent to a label enter the queue at their distance level; higher distance first.
-  std::array<std::deque<int>, 256> q;
+  // One FIFO per level: a vector and a read position (pixels pushed to the level being flooded are appended to it).
+  std::array<std::vector<int>, 256> q;
+  std::array<std::size_t, 256> head{};
   cv::Mat queued = cv::Mat::zeros(rows, cols, CV_8U);
   uchar* Q = queued.ptr<uchar>(0);
   const int dx[4] = {1, -1, 0, 0}, dy[4] = {0, 0, 1, -1};
@@ -174,12 +192,12 @@ cv::Mat watershed(const cv::Mat& fg, const cv::Mat& dist, float fg_thr, float ma
       }
     }
   for (int lv = 255; lv >= 0;) {
-    if (q[static_cast<std::size_t>(lv)].empty()) {
+    auto& bucket = q[static_cast<std::size_t>(lv)];
+    if (head[static_cast<std::size_t>(lv)] == bucket.size()) {
       --lv;
       continue;
     }
-    const int i = q[static_cast<std::size_t>(lv)].front();
-    q[static_cast<std::size_t>(lv)].pop_front();
+    const int i = bucket[head[static_cast<std::size_t>(lv)]++];
     const int y = i / cols, x = i % cols;
     // Take the label of the first labelled neighbour in a fixed order; note the basins this pixel joins.
     int lab = 0;

@@ -12,14 +12,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nuclei_net import NucleiNet  # noqa: E402
+import nuclei_net  # noqa: E402
 
 
 def main():
     onnx_path, pt_path, images = sys.argv[1], sys.argv[2], sys.argv[3:]
-    model = NucleiNet()
-    model.load_state_dict(torch.load(pt_path))
-    model.eval()
+    model = nuclei_net.load(pt_path)
     net = cv2.dnn.readNetFromONNX(onnx_path)
     worst = 0.0
     for path in images:

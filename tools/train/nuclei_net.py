@@ -54,6 +54,14 @@ def macs_per_px(model):
     return total
 
 
+def load(pt_path):
+    """A NucleiNet with the weights of a train_nuclei.py state dict (.pt), its widths read from the weights."""
+    sd = torch.load(pt_path)
+    model = NucleiNet((sd["s0.0.weight"].shape[0], sd["e2.0.0.weight"].shape[0], sd["e3.0.0.weight"].shape[0]))
+    model.load_state_dict(sd)
+    return model.eval()
+
+
 def export_onnx(model, path):
     """Exports for OpenCV 4.6 dnn: batch-norm folded by the exporter; the Identity nodes that torch's constant
     de-duplication inserts between shared initializers (which OpenCV 4.6 cannot read) are replaced by copies."""

@@ -152,6 +152,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--batch", type=int, default=12)
+    ap.add_argument("--widths", default="12,24,32", help="channels per level (a narrower network runs faster; start "
+                    "it from a wide one with prune_nuclei.py)")
     a = ap.parse_args()
     torch.set_num_threads(min(a.threads, 2))
     torch.manual_seed(a.seed)
@@ -164,7 +166,7 @@ def main():
         f.write("\n".join(held) + ("\n" if held else ""))
     print(f"loaded {len(items)} images in {time.time() - t0:.0f}s; training on {len(train)}, holding out {len(held)}",
           flush=True)
-    model = NucleiNet()
+    model = NucleiNet(tuple(int(v) for v in a.widths.split(",")))
     if a.init:
         model.load_state_dict(torch.load(a.init))
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)

@@ -12,8 +12,9 @@
 // MICCAI 2013, and of the two-stage detectors of the MIDOG challenges, Aubreville et al., MedIA 2023) gives each
 // remaining candidate the probability of being a mitotic figure. Both were trained on the AMi-Br patches (Bertram et
 // al., BVM 2025) with look-alike negatives from the same patches and from nucleus data sets
-// (tools/train/train_mitosis.py; provenance and numbers in benchmarks/README.md). Detections closer than `nms_radius_um` to a higher-scoring one are dropped (one figure, e.g.
-// the two halves of an anaphase, gives one detection).
+// (tools/train/train_mitosis.py; provenance and numbers in benchmarks/README.md). Detections closer than
+// `nms_radius_um` to a higher-scoring one are dropped (one figure, e.g. the two halves of an anaphase, gives one
+// detection).
 #include <cstdint>
 #include <memory>
 #include <vector>

@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
   auto run_tile = [&](const grade::ImageView& v, double core_mp) {
     auto t = clk::now();
     double c = cpu_now();
-    n_cand += grade::find_mitosis_candidates(v, params).size();
+    const auto candidates = grade::find_mitosis_candidates(v, params);
+    n_cand += candidates.size();
     t_cand += secs(t);
     c_cand += cpu_now() - c;
     t = clk::now();
@@ -64,7 +65,7 @@ int main(int argc, char** argv) {
     c_det += cpu_now() - c;
     mp += core_mp;
     // Not timed: how many candidates the screen passes to the main network (they are the ones scored above 0).
-    const auto scores = grade::score_mitosis_candidates(v, grade::find_mitosis_candidates(v, params), params);
+    const auto scores = grade::score_mitosis_candidates(v, candidates, params);
     n_main += static_cast<size_t>(std::count_if(scores.begin(), scores.end(), [](double s) { return s > 0.0; }));
   };
   if (slide_path.empty()) {

@@ -86,35 +86,37 @@ void check_count_near_truth(const json& rep, const json& truth) {
   CHECK(std::abs(got - want) <= std::max(2.0, 0.2 * want));
 }
 
+// A grade-synth slide graded with `grade_args`: the grade is exact and the count near the truth's.
+void check_synthetic_grade(const std::string& name, const std::string& synth_args, const std::string& grade_args,
+                           int differentiation, int expected_grade) {
+  TempDir dir("grade-e2e");
+  const Synth s = synth(dir, name, synth_args);
+  const json rep = grade_slide(s.slide, dir / name, grade_args);
+  const json truth = read_json(s.truth);
+  check_graded_exactly(rep, truth, differentiation, expected_grade);
+  check_count_near_truth(rep, truth);
+}
+
 }  // namespace
 
 // G1 and G2 were known failures with the single small classifier (26 counted for a truth of 2, 25 for 14: false
 // positives on synthetic lymphocytes); the screen + main network of libgrade/models counts them right.
 TEST_CASE("e2e: a G1 slide is graded exactly") {
-  TempDir dir("grade-e2e");
-  const Synth s = synth(dir, "g1", "--seed 11 --hotspot-mitoses-per-10hpf 2 --background-mitoses-per-10hpf 0.5 "
-                                   "--necrosis-percent 0");
-  const json rep = grade_slide(s.slide, dir / "g1", "-d 1 --threads 2 --nuclei none");
-  check_graded_exactly(rep, read_json(s.truth), 1, 1);
-  check_count_near_truth(rep, read_json(s.truth));
+  check_synthetic_grade("g1", "--seed 11 --hotspot-mitoses-per-10hpf 2 "
+                        "--background-mitoses-per-10hpf 0.5 --necrosis-percent 0",
+                        "-d 1 --threads 2 --nuclei none", 1, 1);
 }
 
 TEST_CASE("e2e: a G2 slide is graded exactly") {
-  TempDir dir("grade-e2e");
-  const Synth s = synth(dir, "g2", "--seed 12 --hotspot-mitoses-per-10hpf 16 --background-mitoses-per-10hpf 2 "
-                                   "--necrosis-percent 20");
-  const json rep = grade_slide(s.slide, dir / "g2", "-d 2 --threads 2 --nuclei none");
-  check_graded_exactly(rep, read_json(s.truth), 2, 2);
-  check_count_near_truth(rep, read_json(s.truth));
+  check_synthetic_grade("g2", "--seed 12 --hotspot-mitoses-per-10hpf 16 "
+                        "--background-mitoses-per-10hpf 2 --necrosis-percent 20",
+                        "-d 2 --threads 2 --nuclei none", 2, 2);
 }
 
 TEST_CASE("e2e: a G3 slide is graded exactly") {
-  TempDir dir("grade-e2e");
-  const Synth s = synth(dir, "g3", "--seed 13 --hotspot-mitoses-per-10hpf 90 --background-mitoses-per-10hpf 8 "
-                                   "--necrosis-percent 60");
-  const json rep = grade_slide(s.slide, dir / "g3", "--subtype 'pleomorphic leiomyosarcoma' --threads 2 --nuclei none");
-  check_graded_exactly(rep, read_json(s.truth), 3, 3);
-  check_count_near_truth(rep, read_json(s.truth));
+  check_synthetic_grade("g3", "--seed 13 --hotspot-mitoses-per-10hpf 90 "
+                        "--background-mitoses-per-10hpf 8 --necrosis-percent 60",
+                        "--subtype 'pleomorphic leiomyosarcoma' --threads 2 --nuclei none", 3, 3);
 }
 
 TEST_CASE("e2e: a borderline slide is flagged; 1 and 2 threads give the same report") {

@@ -205,7 +205,8 @@ def main():
         print(f"{k}: {len(Y[k])} crops, {int(Y[k].sum())} positive", flush=True)
     print(f"data loaded in {time.time() - t0:.0f}s", flush=True)
 
-    screen = {k: screen_scores(a.screen, X[k]) if a.screen else None for k in X}
+    # (--eval needs the held-out scores only)
+    screen = {k: screen_scores(a.screen, X[k]) if a.screen and (k == "test" or not a.eval) else None for k in X}
     if a.eval:
         print("held-out " + summary(cascade(screen_scores(a.eval, X["test"]), screen["test"], a.screen_threshold),
                                     Y["test"]), flush=True)

@@ -69,11 +69,10 @@ void check_graded_exactly(const json& rep, const json& truth, int differentiatio
   CHECK(rep["fnclcc"]["complete"] == true);
   WARN(rep["fnclcc"]["mitosis_score"] == truth["mitosis_score"]);
   WARN(rep["fnclcc"]["necrosis_score"] == truth["necrosis_score"]);
-  // Issue 5 wants the necrosis percentage within 5 points of the truth; tests/test_necrosis.cpp holds that on slides
-  // read through their pyramid. Here it is only reported: the "plain" slide (seed 31, three ~300 um foci, 10 %) read
-  // from its level-0 PNG gives 4.7 % (5.3 points under; 5.5 % through the TIFF), the weakest case of the necrosis map
-  // (benchmarks/README.md, "Necrosis map").
-  WARN(std::abs(rep["necrosis"]["percent"].get<double>() - truth["necrosis_percent"].get<double>()) <= 5.0);
+  // Issue 5: the necrosis percentage within 5 points of the truth. The weakest case is the "plain" slide (seed 31,
+  // three ~300 um foci, 10 %) read from its level-0 PNG: 5.3 % when written (6.2 % through the TIFF's pyramid;
+  // benchmarks/README.md, "Necrosis map").
+  CHECK(std::abs(rep["necrosis"]["percent"].get<double>() - truth["necrosis_percent"].get<double>()) <= 5.0);
   MESSAGE("count " << rep["mitoses"]["per_10hpf"] << " (truth " << truth["hotspot"]["count"] << "), necrosis "
                    << rep["necrosis"]["percent"] << " % (truth " << truth["necrosis_percent"] << ")");
 }

@@ -76,6 +76,42 @@ std::array<std::array<float, 256>, 3> hematoxylin_luts(const StainVectors& s) {
   return lut;
 }
 
+// The networks' input from 64x64 RGB crops: N x 3 x side x side floats in 0..1, where side = kCrop / pool and each
+// value is the mean of a pool x pool block (the screen sees the crop at half resolution: it was exported without its
+// first layer, that 2x2 average; tools/train/train_mitosis.py, class Pooled). Written directly: cheaper than
+// blobFromImages followed by a pooling layer, and the screen runs on every candidate.
+cv::Mat crops_blob(const std::vector<cv::Mat>& crops, int pool) {
+  const int side = kCrop / pool;
+  const int shape[] = {static_cast<int>(crops.size()), 3, side, side};
+  cv::Mat blob(4, shape, CV_32F);
+  const float scale = 1.0f / (255.0f * static_cast<float>(pool * pool));
+  float* out = blob.ptr<float>();
+  const size_t plane = static_cast<size_t>(side) * side;
+  for (size_t n = 0; n < crops.size(); ++n) {
+    const cv::Mat& c = crops[n];
+    float* r = out + n * 3 * plane;
+    float* g = r + plane;
+    float* b = g + plane;
+    for (int y = 0; y < side; ++y)
+      for (int x = 0; x < side; ++x) {
+        int sr = 0, sg = 0, sb = 0;
+        for (int dy = 0; dy < pool; ++dy) {
+          const unsigned char* p = c.ptr<unsigned char>(y * pool + dy) + 3 * x * pool;
+          for (int dx = 0; dx < pool; ++dx, p += 3) {
+            sr += p[0];
+            sg += p[1];
+            sb += p[2];
+          }
+        }
+        const size_t i = static_cast<size_t>(y) * side + x;
+        r[i] = static_cast<float>(sr) * scale;
+        g[i] = static_cast<float>(sg) * scale;
+        b[i] = static_cast<float>(sb) * scale;
+      }
+  }
+  return blob;
+}
+
 struct Peak {
   int x, y;
   float density;
@@ -105,7 +141,7 @@ std::shared_ptr<const MitosisModel> MitosisModel::from_onnx(const std::vector<un
   impl->screen.what = "mitosis screen";
   // Load once now and run on blank crops, so that a bad model fails here and not mid-slide.
   impl->main.check(detail::kCrop, "mitosis classifier");
-  if (!impl->screen.bytes.empty()) impl->screen.check(detail::kCrop, "mitosis screen");
+  if (!impl->screen.bytes.empty()) impl->screen.check(detail::kCrop / 2, "mitosis screen");
   return std::make_shared<const MitosisModel>(std::move(impl));
 }
 
@@ -214,8 +250,8 @@ std::vector<double> score_mitosis_candidates(const ImageView& image, const std::
   const cv::Rect bounds(0, 0, work.cols, work.rows);
   std::vector<cv::Mat> crops;
   crops.reserve(detail::kBatch);
-  auto forward = [](cv::dnn::Net& n, const std::vector<cv::Mat>& images) {
-    cv::Mat blob = cv::dnn::blobFromImages(images, 1.0 / 255.0, cv::Size(), cv::Scalar(), false, false, CV_32F);
+  auto forward = [](cv::dnn::Net& n, const std::vector<cv::Mat>& images, int pool) {
+    const cv::Mat blob = detail::crops_blob(images, pool);
     try {
       n.setInput(blob);
       return cv::Mat(n.forward().reshape(1, 1).clone());
@@ -227,7 +263,7 @@ std::vector<double> score_mitosis_candidates(const ImageView& image, const std::
     if (crops.empty()) return;
     std::vector<int> pass;  // indices into crops that go to the main classifier
     if (use_screen) {
-      const cv::Mat p = forward(*screen->net, crops);
+      const cv::Mat p = forward(*screen->net, crops, 2);
       for (size_t i = 0; i < crops.size(); ++i)
         if (p.at<float>(0, static_cast<int>(i)) >= screen_logit) pass.push_back(static_cast<int>(i));
     } else {
@@ -237,7 +273,7 @@ std::vector<double> score_mitosis_candidates(const ImageView& image, const std::
       std::vector<cv::Mat> chosen;
       for (int i : pass) chosen.push_back(crops[static_cast<size_t>(i)]);
       // Test-time augmentation: the mean logit over the first `orientations` of the 8 turns / mirror images.
-      cv::Mat sum = forward(*net.net, chosen);
+      cv::Mat sum = forward(*net.net, chosen, 1);
       for (int o = 1; o < params.orientations; ++o) {
         std::vector<cv::Mat> turned(chosen.size());
         for (size_t j = 0; j < chosen.size(); ++j) {
@@ -252,7 +288,7 @@ std::vector<double> score_mitosis_candidates(const ImageView& image, const std::
           if (o % 4 == 2) cv::rotate(t, turned[j], cv::ROTATE_180);
           if (o % 4 == 3) cv::rotate(t, turned[j], cv::ROTATE_90_COUNTERCLOCKWISE);
         }
-        sum += forward(*net.net, turned);
+        sum += forward(*net.net, turned, 1);
       }
       const cv::Mat out = sum / params.orientations;
       for (size_t j = 0; j < pass.size(); ++j)

@@ -151,7 +151,10 @@ NecrosisFeatures necrosis_features(const cv::Mat& rgb, double mpp, const StainVe
   const int kb = std::max(3, static_cast<int>(std::lround(14.0 / mpp)) | 1);
   cv::boxFilter(hmap, hbg, CV_32F, cv::Size(kb, kb), cv::Point(-1, -1), true, cv::BORDER_REFLECT);
   // Tissue: the image smoothed over ~6 um has an OD sum above the glass level, so pale tissue is not riddled with
-  // one-pixel holes.
+  // one-pixel holes. The texture feature is taken on the same smoothed image: at pixel scale it measured the
+  // resampling chain as much as the tissue (a slide's JPEG-compressed pyramid level against the same pixels
+  // area-averaged from level 0 moved a grade-synth slide's necrosis by ~1 point); over ~6 um it keeps the
+  // granularity of debris and ghost cells against smooth matrix (benchmarks/README.md, "Necrosis map").
   cv::Mat smooth;
   const int ks = std::max(1, static_cast<int>(std::lround(6.0 / mpp)) | 1);
   if (ks > 1) cv::blur(rgb, smooth, cv::Size(ks, ks), cv::Point(-1, -1), cv::BORDER_REFLECT);
@@ -172,7 +175,7 @@ NecrosisFeatures necrosis_features(const cv::Mat& rgb, double mpp, const StainVe
     const float* bp = hbg.ptr<float>(y);
     unsigned char* tp = tissue ? tissue->ptr<unsigned char>(y) : nullptr;
     double* dst = &acc[static_cast<size_t>(y / c) * static_cast<size_t>(gw) * acc_count];
-    for (int x = 0; x < w; ++x) sum_cur[static_cast<size_t>(x)] = od[p[3 * x]] + od[p[3 * x + 1]] + od[p[3 * x + 2]];
+    for (int x = 0; x < w; ++x) sum_cur[static_cast<size_t>(x)] = od[q[3 * x]] + od[q[3 * x + 1]] + od[q[3 * x + 2]];
     for (int j = 0; j < gw; ++j) {
       const int x0 = j * c, x1 = std::min(w, x0 + c);
       float nt = 0, sh = 0, se = 0, se2 = 0, ng = 0, ncr = 0, ss = 0;
@@ -183,7 +186,7 @@ NecrosisFeatures necrosis_features(const cv::Mat& rgb, double mpp, const StainVe
         const unsigned char r8 = p[3 * x], g8 = p[3 * x + 1], b8 = p[3 * x + 2];
         const float ed = std::max(0.0f, m[1][0] * od[r8] + m[1][1] * od[g8] + m[1][2] * od[b8]);
         const float s = sum_cur[static_cast<size_t>(x)];
-        // Pixel-scale texture: OD differences to the left and upper neighbours.
+        // Texture: OD differences of the smoothed image to the left and upper neighbours.
         ng += (x > 0 ? std::abs(s - sum_cur[static_cast<size_t>(x - 1)]) : 0.0f) +
               (y > 0 ? std::abs(s - sum_prev[static_cast<size_t>(x)]) : 0.0f);
         const int mx = std::max(r8, std::max(g8, b8)), mn = std::min(r8, std::min(g8, b8));

@@ -14,6 +14,9 @@ Reproducible (fixed seeds, CPU; the committed models were made exactly so, ~15 +
   $T --arch large --screen /tmp/mitosis_small.onnx --screen-threshold 0.02 --neg-per-epoch 100000 --easy-negatives 2000 \
      --epochs 30 --threads 1 --warp 0.5 --lr 2e-3 --out libgrade/models/mitosis_cnn.onnx
   # held-out summary of a network, behind a screen: --eval NET.onnx [--screen S.onnx --screen-threshold T]
+The screen (tiny) is exported without its first layer, the 2x2 average, which libgrade applies to the crop itself
+(class Pooled). The committed screen was exported before that and converted, same weights and outputs, with
+  /usr/bin/python3 tools/train/train_mitosis.py --convert-pooled OLD_SCREEN.onnx --out libgrade/models/mitosis_screen.onnx
 
 Data (../shared/data, never copied into the repository):
   - positives: every candidate of libgrade's own stage 1 (find_mitosis_candidates, dumped by the benchmark above) within
@@ -98,6 +101,35 @@ class Net(nn.Module):
         return self.fc(self.drop(torch.flatten(self.features(x), 1)))
 
 
+class Pooled(nn.Module):
+    """The exported form of a network that starts by averaging the crop 2x2 ("tiny"): the layers after that average,
+    on the 32x32 crop at 0.5 um/px. libgrade averages each 64x64 crop itself while it fills the input (a quarter of
+    the floats to convert and copy, and no pooling layer in the network: ~30 % of the screen's cost per candidate)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.features = nn.Sequential(*list(net.features)[1:])
+        self.drop, self.fc = net.drop, net.fc
+
+    def forward(self, x):
+        return self.fc(self.drop(torch.flatten(self.features(x), 1)))
+
+
+def starts_with_pool(net):
+    return isinstance(net.features[0], nn.AvgPool2d)
+
+
+def onnx_side(path):
+    """Input side of an exported network: 64 (the crop) or 32 (the crop averaged 2x2, see Pooled)."""
+    import onnx
+    return onnx.load(path).graph.input[0].type.tensor_type.shape.dim[2].dim_value
+
+
+def pool2(x):
+    """2x2 average of N x 3 x 64 x 64 crops, as libgrade computes the screen's input."""
+    return torch.nn.functional.avg_pool2d(x, 2)
+
+
 def load_candidates(path):
     rows = list(csv.DictReader(open(path)))
     by_image = defaultdict(list)
@@ -130,7 +162,7 @@ def crops_at(img, pts, sx, sy, pad):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--candidates", required=True)
+    ap.add_argument("--candidates", help="stage-1 candidates CSV (bench_mitosis_quality --dump-candidates)")
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, default=10)
@@ -149,7 +181,14 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warp", type=float, default=0.0, help="fraction of crops also rotated and scaled")
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--convert-pooled", metavar="ONNX", help="no training: rewrite a 64x64-input screen exported "
+                    "before Pooled existed into the 32x32 pooled form (--out), dropping its leading Pad/AveragePool")
     a = ap.parse_args()
+    if a.convert_pooled:
+        convert_pooled(a.convert_pooled, a.out)
+        return
+    if not a.candidates:
+        ap.error("--candidates is required")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
@@ -307,9 +346,11 @@ def augment(batch, rng, warp=0.0):
 def screen_scores(path, X):
     """The screen network's probabilities (OpenCV dnn, as at run time) on the centre crops."""
     dnn = cv2.dnn.readNetFromONNX(path)
+    pooled = onnx_side(path) == CROP // 2
     out = []
     for b in range(0, len(X), 512):
-        dnn.setInput(centre(X[b:b + 512]).numpy())
+        x = centre(X[b:b + 512])
+        dnn.setInput((pool2(x) if pooled else x).numpy())
         out.append(1.0 / (1.0 + np.exp(-dnn.forward().reshape(-1))))
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -343,8 +384,9 @@ def summary(s, y):
 
 def export(net, path):
     net.eval()
-    dummy = torch.zeros(1, 3, CROP, CROP)
-    torch.onnx.export(net, dummy, path, input_names=["input"], output_names=["logit"], opset_version=11,
+    side = CROP // 2 if starts_with_pool(net) else CROP
+    dummy = torch.zeros(1, 3, side, side)
+    torch.onnx.export(Pooled(net) if side < CROP else net, dummy, path, input_names=["input"], output_names=["logit"], opset_version=11,
                       dynamic_axes={"input": {0: "n"}, "logit": {0: "n"}}, do_constant_folding=True)
     # torch 1.13 emits Identity nodes on constant weights, which OpenCV 4.6's importer rejects: fold them away.
     import onnx
@@ -361,13 +403,39 @@ def export(net, path):
     print(f"wrote {path} ({os.path.getsize(path)} bytes)", flush=True)
 
 
+def convert_pooled(src, dst):
+    """The committed screen was trained and exported before Pooled: its graph starts Pad (of zeros) -> AveragePool 2x2.
+    Dropping those two nodes gives exactly the Pooled export of the same weights."""
+    import onnx
+    m = onnx.load(src)
+    g = m.graph
+    pool = next(i for i, n in enumerate(g.node) if n.op_type == "AveragePool")
+    assert all(n.op_type in ("Constant", "Pad") for n in g.node[:pool]), "unexpected nodes before the pooling"
+    out = g.node[pool].output[0]
+    del g.node[:pool + 1]
+    for n in g.node:
+        for k, name in enumerate(n.input):
+            if name == out:
+                n.input[k] = "input"
+    for d in (2, 3):
+        g.input[0].type.tensor_type.shape.dim[d].dim_value = CROP // 2
+    onnx.checker.check_model(m)
+    onnx.save(m, dst)
+    x = np.random.default_rng(0).random((64, 3, CROP, CROP), dtype=np.float32)
+    a, b = cv2.dnn.readNetFromONNX(src), cv2.dnn.readNetFromONNX(dst)
+    a.setInput(x)
+    b.setInput(pool2(torch.from_numpy(x)).numpy())
+    print(f"wrote {dst}: max |logit difference| to {src} on 64 random crops = "
+          f"{np.max(np.abs(a.forward() - b.forward())):.2e}", flush=True)
+
+
 def check_dnn(net, path, X):
     """OpenCV dnn (the C++ run time) against torch on held-out crops."""
     dnn = cv2.dnn.readNetFromONNX(path)
     x = centre(X)
     with torch.no_grad():
         ref = net(x)[:, 0].numpy()
-    dnn.setInput(x.numpy())
+    dnn.setInput((pool2(x) if onnx_side(path) < CROP else x).numpy())
     got = dnn.forward().reshape(-1)
     print(f"cv2.dnn vs torch on {len(ref)} held-out crops: max |logit difference| = {np.max(np.abs(got - ref)):.2e}",
           flush=True)

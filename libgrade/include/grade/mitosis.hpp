@@ -29,9 +29,10 @@ namespace grade {
 // cross-validation fold model in a benchmark). Immutable and safe to share between threads.
 class MitosisModel {
  public:
-  // `screen_onnx_bytes` (optional): a cheap network on the same crops that runs on every candidate first; only the
-  // candidates it passes (MitosisParams::screen_threshold) go to the main network. Throws Error(model) when the bytes
-  // are not an ONNX network OpenCV can run with the expected shapes.
+  // `screen_onnx_bytes` (optional): a cheap network that runs on every candidate first, on the same crops averaged
+  // 2x2 (input N x 3 x 32 x 32, 0.5 um/px, 0..1); only the candidates it passes (MitosisParams::screen_threshold) go
+  // to the main network. Throws Error(model) when the bytes are not an ONNX network OpenCV can run with the expected
+  // shapes.
   static std::shared_ptr<const MitosisModel> from_onnx(const std::vector<unsigned char>& onnx_bytes,
                                                        const std::vector<unsigned char>& screen_onnx_bytes = {});
   // The model compiled into the library: libgrade/models/mitosis_cnn.onnx (main) with mitosis_screen.onnx (screen).

@@ -7,10 +7,10 @@
 // looks at: how much tissue there is (fat and oedema are mostly glass); the log mean H and log mean E densities
 // (bone and hyalinised collagen are dense eosin, cartilage matrix is haematoxylin-tinged, necrosis is pale); the share
 // of crisp-nucleus pixels, H above its ~14 um background (viable tumour is nucleus-rich; cartilage matrix and ghost
-// cells are not crisp, which a plain H threshold cannot tell); texture as the log mean pixel-scale OD gradient and the
-// log spread of E density (bone, collagen and cartilage are smooth and homogeneous; necrotic debris is not); and
-// saturation (ghost cells and debris are greyer). A logistic regression on the standardised features gives a
-// probability per cell, interpolated to every pixel. Border refinement (two-scale hysteresis): the ~400 um windows
+// cells are not crisp, which a plain H threshold cannot tell); texture as the log mean OD gradient of the image
+// smoothed over ~6 um and the log spread of E density (bone, collagen and cartilage are smooth and homogeneous;
+// necrotic debris is not); and saturation (ghost cells and debris are greyer). A logistic regression on the
+// standardised features gives a probability per cell, interpolated to every pixel. Border refinement (two-scale hysteresis): the ~400 um windows
 // erode necrosis along viable tumour by up to 200 um, so cells this full model calls necrotic seed regions that grow
 // (up to refine_reach_um) through cells a second logistic regression on the ~48 and ~208 um features alone calls
 // necrotic, and in those regions the second model's probability is used; nothing grows without a seed. Both models

@@ -8,6 +8,7 @@
 // Slides are made once with grade::synthesize_slide (seed 7, defaults otherwise) and cached in DIR
 // (default /tmp/libgrade-bench). Each grading configuration runs in a child process (this program re-executed) so its
 // peak RSS (getrusage ru_maxrss) is its own.
+#include <opencv2/core/utility.hpp>
 #include <openslide/openslide.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -104,6 +105,7 @@ int child(const fs::path& slide, int threads, const fs::path& out) {
   grade::GradeParams p;
   p.differentiation = 2;
   p.threads = threads;
+  cv::setNumThreads(1);  // as grade-slide does (tools/common/cli.hpp, use_tile_threads_only): N threads = N cores
   const grade::Slide s = grade::Slide::open(slide);
   const grade::SlideReport r = grade::grade_slide(s, p);
   const double grade_s = seconds_since(t0);

@@ -2,7 +2,7 @@
 // images held out from training (tools/train/train_mitosis.py; same split rule, libgrade/src/mitosis_eval.hpp).
 //
 //   bench_mitosis_quality [--all] [--model FILE.onnx [--screen SCREEN.onnx]] [--screen-threshold T] [--threshold T]
-//                         [--candidate-min-od OD] [--orientations N] [--csv OUT.csv]
+//                         [--candidate-min-od OD] [--candidate-separation-um UM] [--orientations N] [--csv OUT.csv]
 //   bench_mitosis_quality --dump-candidates OUT.csv      (stage-1 candidates of every image, for training)
 //
 // Prints the recall / FP-per-mm^2 curve on AMi-Br, recall per class and dataset at the operating threshold, and the
@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   std::string model_path, screen_path, csv_path, dump_path;
   double screen_threshold = grade::MitosisParams{}.screen_threshold;
   double candidate_min_od = grade::MitosisParams{}.candidate_min_od;
+  double candidate_separation_um = grade::MitosisParams{}.candidate_separation_um;
   double threshold = grade::MitosisParams{}.threshold;
   int orientations = grade::MitosisParams{}.orientations;
   for (int i = 1; i < argc; ++i) {
@@ -47,6 +48,7 @@ int main(int argc, char** argv) {
     else if (a == "--screen") screen_path = next();
     else if (a == "--screen-threshold") screen_threshold = std::stod(next());
     else if (a == "--candidate-min-od") candidate_min_od = std::stod(next());
+    else if (a == "--candidate-separation-um") candidate_separation_um = std::stod(next());
     else if (a == "--threshold") threshold = std::stod(next());
     else if (a == "--csv") csv_path = next();
     else if (a == "--orientations") orientations = std::stoi(next());
@@ -62,6 +64,7 @@ int main(int argc, char** argv) {
   params.orientations = orientations;
   params.screen_threshold = screen_threshold;
   params.candidate_min_od = candidate_min_od;
+  params.candidate_separation_um = candidate_separation_um;
   auto read_bytes = [](const std::string& path) {
     std::ifstream f(path, std::ios::binary);
     if (!f) throw std::runtime_error("cannot open " + path);

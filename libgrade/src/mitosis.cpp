@@ -326,7 +326,19 @@ std::vector<double> score_mitosis_candidates(const ImageView& image, const std::
 }
 
 std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const MitosisParams& params) {
-  const auto candidates = find_mitosis_candidates(image, params);
+  auto candidates = find_mitosis_candidates(image, params);
+  const double r = params.nms_radius_um / (image.mpp / image.downsample);  // level-0 pixels
+  const Rect64& region = params.region;
+  const bool whole = region.width <= 0 || region.height <= 0;
+  auto inside = [&](const MitosisCandidate& c, double pad) {
+    return c.x >= static_cast<double>(region.x) - pad && c.y >= static_cast<double>(region.y) - pad &&
+           c.x < static_cast<double>(region.x + region.width) + pad &&
+           c.y < static_cast<double>(region.y + region.height) + pad;
+  };
+  if (!whole)
+    candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
+                                    [&](const MitosisCandidate& c) { return !inside(c, r); }),
+                     candidates.end());
   const auto scores = score_mitosis_candidates(image, candidates, params);
   std::vector<MitosisDetection> dets;
   for (size_t i = 0; i < candidates.size(); ++i)
@@ -338,7 +350,6 @@ std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const Mitos
     if (a.score != b.score) return a.score > b.score;
     return a.y != b.y ? a.y < b.y : a.x < b.x;
   });
-  const double r = params.nms_radius_um / (image.mpp / image.downsample);  // level-0 pixels
   std::vector<MitosisDetection> kept;
   for (const auto& d : dets) {
     bool close = false;
@@ -349,6 +360,10 @@ std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const Mitos
       }
     if (!close) kept.push_back(d);
   }
+  if (!whole)
+    kept.erase(std::remove_if(kept.begin(), kept.end(),
+                              [&](const MitosisDetection& d) { return !inside({d.x, d.y, 0.0}, 0.0); }),
+               kept.end());
   return kept;
 }
 

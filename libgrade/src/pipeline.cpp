@@ -330,7 +330,9 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
 
     // Mitoses.
     t0 = Clock::now();
-    for (const MitosisDetection& d : detect_mitoses(resample_to(fine, params.mitosis.working_mpp), params.mitosis))
+    MitosisParams mp = params.mitosis;
+    mp.region = t.core;  // the margin is context only: its candidates are not classified
+    for (const MitosisDetection& d : detect_mitoses(resample_to(fine, mp.working_mpp), mp))
       if (in_core_tumour(d.x, d.y)) out.mitoses.push_back(d);
     out.mitosis_s = seconds_since(t0);
 

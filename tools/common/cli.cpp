@@ -5,6 +5,7 @@
 #include <sstream>
 #include <vector>
 
+#include <opencv2/core/utility.hpp>
 #include <opencv2/imgcodecs.hpp>
 
 #include "grade/error.hpp"
@@ -83,5 +84,7 @@ std::string apply_nuclei_option(const std::string& mode, NucleiSampling& samplin
 void print_error(const std::string& tool, const std::string& message) {
   std::cerr << tool << ": error: " << message << "\n";
 }
+
+void use_tile_threads_only() { cv::setNumThreads(1); }
 
 }  // namespace grade::cli

@@ -280,6 +280,7 @@ int main(int argc, char** argv) {
       !err.empty())
     return usage(err);
   base.threads = threads;
+  grade::cli::use_tile_threads_only();
 
   grade::batch::Manifest manifest;
   try {

@@ -53,8 +53,9 @@ class MitosesInspector : public Inspector {
           const std::int64_t x0 = std::max<std::int64_t>(0, c.x - margin), y0 = std::max<std::int64_t>(0, c.y - margin);
           const std::int64_t x1 = std::min(W, c.x + c.width + margin), y1 = std::min(H, c.y + c.height + margin);
           const ImageView view = slide.read_region_at_mpp({x0, y0, x1 - x0, y1 - y0}, target);
-          for (const auto& d : detect_mitoses(view, params))
-            if (d.x >= c.x && d.x < c.x + c.width && d.y >= c.y && d.y < c.y + c.height) found[i].push_back(d);
+          MitosisParams p = params;
+          p.region = c;  // detections of the core only; the margin is context
+          found[i] = detect_mitoses(view, p);
         } catch (...) {
           std::lock_guard<std::mutex> lock(err_mutex);
           if (!error) error = std::current_exception();

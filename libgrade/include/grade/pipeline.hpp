@@ -54,7 +54,9 @@ struct GradeParams {
   // Tumour region of interest in level-0 pixels (union of the polygons), e.g. read_roi_geojson(). Empty = all tissue.
   std::vector<Polygon> roi;
 
-  int threads = 0;                   // worker threads; 0 = std::thread::hardware_concurrency()
+  // Worker threads; 0 = std::thread::hardware_concurrency(). OpenCV's own parallel loops (inside the stages) come on
+  // top; the tools call cv::setNumThreads(1) so that N workers use N cores (tools/common/cli.hpp).
+  int threads = 0;
   double tile_um = 512.0;            // side of a tile's core (the part whose detections it keeps), micrometres
   double tile_margin_um = 24.0;      // context read around the core so border objects are seen whole
   double necrosis_margin_um = 160.0; // context for the necrosis map (read separately at its own, coarse resolution)

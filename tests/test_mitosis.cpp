@@ -177,7 +177,9 @@ TEST_CASE("tiled detection equals whole-image detection") {
   auto whole = grade::detect_mitoses(grade::make_view(img, 0.25), p);
   REQUIRE(whole.size() >= 10);
   // Tiles of 512 px with a 128 px margin (multiples of the 4 px candidate grid); a detection belongs to its core.
-  std::vector<grade::MitosisDetection> tiled;
+  // Either the caller keeps the core's detections, or it passes the core as MitosisParams::region (as the pipeline
+  // does), which classifies only the candidates in and near the core and returns only the core's detections.
+  std::vector<grade::MitosisDetection> tiled, by_region;
   for (int ty = 0; ty < img.rows; ty += 512)
     for (int tx = 0; tx < img.cols; tx += 512) {
       const int x0 = std::max(0, tx - 128), y0 = std::max(0, ty - 128);
@@ -187,15 +189,23 @@ TEST_CASE("tiled detection equals whole-image detection") {
       v.y0 = y0;
       for (const auto& d : grade::detect_mitoses(v, p))
         if (d.x >= tx && d.x < tx + 512 && d.y >= ty && d.y < ty + 512) tiled.push_back(d);
+      grade::MitosisParams q = p;
+      q.region = {tx, ty, std::min(512, img.cols - tx), std::min(512, img.rows - ty)};
+      for (const auto& d : grade::detect_mitoses(v, q)) {
+        CHECK((d.x >= tx && d.x < tx + 512 && d.y >= ty && d.y < ty + 512));
+        by_region.push_back(d);
+      }
     }
   auto key = [](const auto& a, const auto& b) { return a.y != b.y ? a.y < b.y : a.x < b.x; };
   std::sort(whole.begin(), whole.end(), key);
-  std::sort(tiled.begin(), tiled.end(), key);
-  REQUIRE(tiled.size() == whole.size());
-  for (size_t i = 0; i < whole.size(); ++i) {
-    CHECK(tiled[i].x == whole[i].x);
-    CHECK(tiled[i].y == whole[i].y);
-    CHECK(tiled[i].score == doctest::Approx(whole[i].score).epsilon(1e-5));
+  for (auto* got : {&tiled, &by_region}) {
+    std::sort(got->begin(), got->end(), key);
+    REQUIRE(got->size() == whole.size());
+    for (size_t i = 0; i < whole.size(); ++i) {
+      CHECK((*got)[i].x == whole[i].x);
+      CHECK((*got)[i].y == whole[i].y);
+      CHECK((*got)[i].score == doctest::Approx(whole[i].score).epsilon(1e-5));
+    }
   }
 }
 

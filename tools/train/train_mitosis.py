@@ -16,7 +16,8 @@ Reproducible (fixed seeds, CPU; the committed models were made exactly so, ~15 +
   # held-out summary of a network, behind a screen: --eval NET.onnx [--screen S.onnx --screen-threshold T]
 The screen (tiny) is exported without its first layer, the 2x2 average, which libgrade applies to the crop itself
 (class Pooled). The committed screen was exported before that and converted, same weights and outputs, with
-  /usr/bin/python3 tools/train/train_mitosis.py --convert-pooled OLD_SCREEN.onnx --out libgrade/models/mitosis_screen.onnx
+  /usr/bin/python3 tools/train/train_mitosis.py --convert-pooled OLD_SCREEN.onnx \
+      --out libgrade/models/mitosis_screen.onnx
 
 Data (../shared/data, never copied into the repository):
   - positives: every candidate of libgrade's own stage 1 (find_mitosis_candidates, dumped by the benchmark above) within
@@ -187,8 +188,6 @@ def main():
     if a.convert_pooled:
         convert_pooled(a.convert_pooled, a.out)
         return
-    if not a.candidates:
-        ap.error("--candidates is required")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
@@ -197,6 +196,8 @@ def main():
     if a.init_only:
         export(net, a.out)
         return
+    if not a.candidates:
+        ap.error("--candidates is required")
 
     t0 = time.time()
     by_image = load_candidates(a.candidates)
@@ -386,7 +387,9 @@ def export(net, path):
     net.eval()
     side = CROP // 2 if starts_with_pool(net) else CROP
     dummy = torch.zeros(1, 3, side, side)
-    torch.onnx.export(Pooled(net) if side < CROP else net, dummy, path, input_names=["input"], output_names=["logit"], opset_version=11,
+    # Pooled shares net's layers: it must be in eval mode too, since export restores the exported module's mode.
+    torch.onnx.export(Pooled(net).eval() if side < CROP else net, dummy, path, input_names=["input"],
+                      output_names=["logit"], opset_version=11,
                       dynamic_axes={"input": {0: "n"}, "logit": {0: "n"}}, do_constant_folding=True)
     # torch 1.13 emits Identity nodes on constant weights, which OpenCV 4.6's importer rejects: fold them away.
     import onnx
@@ -433,6 +436,7 @@ def check_dnn(net, path, X):
     """OpenCV dnn (the C++ run time) against torch on held-out crops."""
     dnn = cv2.dnn.readNetFromONNX(path)
     x = centre(X)
+    net.eval()
     with torch.no_grad():
         ref = net(x)[:, 0].numpy()
     dnn.setInput((pool2(x) if onnx_side(path) < CROP else x).numpy())

@@ -10,10 +10,11 @@
 // cells are not crisp, which a plain H threshold cannot tell); texture as the log mean OD gradient of the image
 // smoothed over ~6 um and the log spread of E density (bone, collagen and cartilage are smooth and homogeneous;
 // necrotic debris is not); and saturation (ghost cells and debris are greyer). A logistic regression on the
-// standardised features gives a probability per cell, interpolated to every pixel. Border refinement (two-scale hysteresis): the ~400 um windows
-// erode necrosis along viable tumour by up to 200 um, so cells this full model calls necrotic seed regions that grow
-// (up to refine_reach_um) through cells a second logistic regression on the ~48 and ~208 um features alone calls
-// necrotic, and in those regions the second model's probability is used; nothing grows without a seed. Both models
+// standardised features gives a probability per cell, interpolated to every pixel. Border refinement (two-scale
+// hysteresis): the ~400 um windows erode necrosis along viable tumour by up to 200 um, so cells this full model calls
+// necrotic seed regions that grow (up to refine_reach_um) through cells a second logistic regression on the ~48 and
+// ~208 um features alone calls necrotic, and in those regions the second model's probability is used; nothing grows
+// without a seed. Both models
 // are trained on tile-labelled H&E tiles (post-chemotherapy osteosarcoma: Leavey et al., TCIA 2019,
 // doi:10.7937/tcia.2019.bvhjhdas; Arunachalam et al., PLoS ONE 2019) with leave-one-case-out cross-validation, plus
 // one grade-synth slide whose truth labels every cell (it teaches the pale, smooth synthetic necrosis and pins the

@@ -65,14 +65,8 @@ int main(int argc, char** argv) {
   params.screen_threshold = screen_threshold;
   params.candidate_min_od = candidate_min_od;
   params.candidate_separation_um = candidate_separation_um;
-  auto read_bytes = [](const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) throw std::runtime_error("cannot open " + path);
-    return std::vector<unsigned char>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  };
   if (!model_path.empty())
-    params.model = grade::MitosisModel::from_onnx(read_bytes(model_path),
-                                                  screen_path.empty() ? std::vector<unsigned char>{} : read_bytes(screen_path));
+    params.model = me::load_model(model_path, screen_path);
   else if (!screen_path.empty())
     throw std::runtime_error("--screen needs --model (the main network it screens for)");
 

@@ -8,6 +8,7 @@
 //                                       0.25 um/px; MP/s counts the cores of those tiles, glass tiles are skipped
 //   --screen-threshold T, --candidate-min-od OD, --candidate-separation-um UM   other stage parameters (default:
 //                                       MitosisParams's)
+//   --model MAIN.onnx [--screen SCREEN.onnx]   other networks than the embedded ones
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -42,19 +43,24 @@ int main(int argc, char** argv) {
   cv::setNumThreads(1);
   std::string slide_path;
   grade::MitosisParams params;
+  std::string model_path, screen_path;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--slide" && i + 1 < argc) slide_path = argv[++i];
     else if (a == "--screen-threshold" && i + 1 < argc) params.screen_threshold = std::stod(argv[++i]);
     else if (a == "--candidate-min-od" && i + 1 < argc) params.candidate_min_od = std::stod(argv[++i]);
     else if (a == "--candidate-separation-um" && i + 1 < argc) params.candidate_separation_um = std::stod(argv[++i]);
+    else if (a == "--model" && i + 1 < argc) model_path = argv[++i];
+    else if (a == "--screen" && i + 1 < argc) screen_path = argv[++i];
     else {
       std::fprintf(stderr, "usage: bench_mitosis_speed [--slide S.tiff] [--screen-threshold T] [--candidate-min-od OD] "
-                           "[--candidate-separation-um UM]\n");
+                           "[--candidate-separation-um UM] [--model MAIN.onnx [--screen SCREEN.onnx]]\n");
       return 2;
     }
   }
-  grade::MitosisModel::embedded();  // load once, outside the timing
+  // Load once, outside the timing.
+  if (!model_path.empty()) params.model = me::load_model(model_path, screen_path);
+  else grade::MitosisModel::embedded();
 
   double t_read = 0, t_cand = 0, t_det = 0, c_cand = 0, c_det = 0, mp = 0, mm2 = 0;
   size_t n_cand = 0, n_det = 0, n_main = 0;

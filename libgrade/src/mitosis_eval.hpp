@@ -8,12 +8,16 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <stdexcept>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include <opencv2/core.hpp>
+
+#include "grade/mitosis.hpp"
 
 namespace grade::detail::mitosis_eval {
 
@@ -32,6 +36,17 @@ struct DevImage {
   std::vector<Figure> figures;  // amibr only: every annotated figure in the patch
   bool held_out = false;
 };
+
+// A classifier from ONNX files (main network, optional screen), for benchmarks that compare networks. Throws on an
+// unreadable file or a model OpenCV cannot run.
+inline std::shared_ptr<const MitosisModel> load_model(const std::string& main_onnx, const std::string& screen_onnx = {}) {
+  auto bytes = [](const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw std::runtime_error("cannot open " + path);
+    return std::vector<unsigned char>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  };
+  return MitosisModel::from_onnx(bytes(main_onnx), screen_onnx.empty() ? std::vector<unsigned char>{} : bytes(screen_onnx));
+}
 
 inline std::vector<std::string> split_csv_line(const std::string& line) {
   std::vector<std::string> out;

@@ -140,8 +140,8 @@ std::shared_ptr<const MitosisModel> MitosisModel::from_onnx(const std::vector<un
   impl->screen.bytes = screen_onnx_bytes;
   impl->screen.what = "mitosis screen";
   // Load once now and run on blank crops, so that a bad model fails here and not mid-slide.
-  impl->main.check(detail::kCrop, "mitosis classifier");
-  if (!impl->screen.bytes.empty()) impl->screen.check(detail::kCrop / 2, "mitosis screen");
+  impl->main.check(detail::kCrop);
+  if (!impl->screen.bytes.empty()) impl->screen.check(detail::kCrop / 2);
   return std::make_shared<const MitosisModel>(std::move(impl));
 }
 
@@ -330,14 +330,14 @@ std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const Mitos
   const double r = params.nms_radius_um / (image.mpp / image.downsample);  // level-0 pixels
   const Rect64& region = params.region;
   const bool whole = region.width <= 0 || region.height <= 0;
-  auto inside = [&](const MitosisCandidate& c, double pad) {
-    return c.x >= static_cast<double>(region.x) - pad && c.y >= static_cast<double>(region.y) - pad &&
-           c.x < static_cast<double>(region.x + region.width) + pad &&
-           c.y < static_cast<double>(region.y + region.height) + pad;
+  auto inside = [&](double x, double y, double pad) {
+    return x >= static_cast<double>(region.x) - pad && y >= static_cast<double>(region.y) - pad &&
+           x < static_cast<double>(region.x + region.width) + pad &&
+           y < static_cast<double>(region.y + region.height) + pad;
   };
   if (!whole)
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
-                                    [&](const MitosisCandidate& c) { return !inside(c, r); }),
+                                    [&](const MitosisCandidate& c) { return !inside(c.x, c.y, r); }),
                      candidates.end());
   const auto scores = score_mitosis_candidates(image, candidates, params);
   std::vector<MitosisDetection> dets;
@@ -362,7 +362,7 @@ std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const Mitos
   }
   if (!whole)
     kept.erase(std::remove_if(kept.begin(), kept.end(),
-                              [&](const MitosisDetection& d) { return !inside({d.x, d.y, 0.0}, 0.0); }),
+                              [&](const MitosisDetection& d) { return !inside(d.x, d.y, 0.0); }),
                kept.end());
   return kept;
 }

@@ -52,7 +52,7 @@ struct NetPool {
     Lease& operator=(const Lease&) = delete;
   };
   // Loads the network and checks that an N x 3 x side x side input gives one output per crop.
-  void check(int side, const char* what) const {
+  void check(int side) const {
     Lease lease(*this);
     try {
       const int shape[] = {2, 3, side, side};
@@ -60,10 +60,10 @@ struct NetPool {
       lease.net->setInput(blob);
       cv::Mat out = lease.net->forward();
       if (out.total() != 2)
-        throw Error(ErrorCode::model, std::string(what) + ": expected one output per crop, got " +
+        throw Error(ErrorCode::model, what + ": expected one output per crop, got " +
                                           std::to_string(out.total()) + " for 2 crops");
     } catch (const cv::Exception& e) {
-      throw Error(ErrorCode::model, std::string(what) + ": the ONNX model does not run: " + e.what());
+      throw Error(ErrorCode::model, what + ": the ONNX model does not run: " + e.what());
     }
   }
 };

@@ -112,8 +112,7 @@ class Pooled(nn.Module):
         self.features = nn.Sequential(*list(net.features)[1:])
         self.drop, self.fc = net.drop, net.fc
 
-    def forward(self, x):
-        return self.fc(self.drop(torch.flatten(self.features(x), 1)))
+    forward = Net.forward  # the same head on the shortened features
 
 
 def starts_with_pool(net):
@@ -129,6 +128,11 @@ def onnx_side(path):
 def pool2(x):
     """2x2 average of N x 3 x 64 x 64 crops, as libgrade computes the screen's input."""
     return torch.nn.functional.avg_pool2d(x, 2)
+
+
+def dnn_input(path, x):
+    """The input the exported network at `path` takes for crops `x` (pooled for a Pooled export), as numpy."""
+    return (pool2(x) if onnx_side(path) < CROP else x).numpy()
 
 
 def load_candidates(path):
@@ -347,11 +351,9 @@ def augment(batch, rng, warp=0.0):
 def screen_scores(path, X):
     """The screen network's probabilities (OpenCV dnn, as at run time) on the centre crops."""
     dnn = cv2.dnn.readNetFromONNX(path)
-    pooled = onnx_side(path) == CROP // 2
     out = []
     for b in range(0, len(X), 512):
-        x = centre(X[b:b + 512])
-        dnn.setInput((pool2(x) if pooled else x).numpy())
+        dnn.setInput(dnn_input(path, centre(X[b:b + 512])))
         out.append(1.0 / (1.0 + np.exp(-dnn.forward().reshape(-1))))
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -439,7 +441,7 @@ def check_dnn(net, path, X):
     net.eval()
     with torch.no_grad():
         ref = net(x)[:, 0].numpy()
-    dnn.setInput((pool2(x) if onnx_side(path) < CROP else x).numpy())
+    dnn.setInput(dnn_input(path, x))
     got = dnn.forward().reshape(-1)
     print(f"cv2.dnn vs torch on {len(ref)} held-out crops: max |logit difference| = {np.max(np.abs(got - ref)):.2e}",
           flush=True)

@@ -209,6 +209,39 @@ TEST_CASE("tiled detection equals whole-image detection") {
   }
 }
 
+TEST_CASE("excluded points (the pipeline's necrosis) are not classified; the rest keep their scores") {
+  cv::Mat img = stroma(768, 512, 9, 60);
+  std::mt19937 rng(4);
+  std::uniform_int_distribution<int> ux(20, 740), uy(20, 490), ua(0, 179);
+  for (int i = 0; i < 12; ++i) draw_figure(img, {ux(rng), uy(rng)}, ua(rng));
+  const auto view = grade::make_view(img, 0.25);
+  const auto p = all_scores();
+  const auto all = grade::detect_mitoses(view, p);
+  size_t left = 0;
+  for (const auto& d : all) left += d.x < 300 ? 1 : 0;
+  REQUIRE(left >= 1);
+  REQUIRE(left < all.size());
+  // Exclude the right part of the image (x >= 400), with a band 300..400 between so that no detection kept on the
+  // left was suppressed by, or suppresses, anything on the right (NMS radius 16 um = 64 px).
+  grade::MitosisParams q = p;
+  q.exclude = [](double x, double) { return x >= 400; };
+  const auto got = grade::detect_mitoses(view, q);
+  for (const auto& d : got) CHECK(d.x < 400);
+  size_t got_left = 0;
+  for (const auto& d : got) {
+    if (d.x >= 300) continue;
+    ++got_left;
+    const auto* w = nearest(all, d.x, d.y);
+    REQUIRE(w != nullptr);
+    CHECK(w->x == d.x);
+    CHECK(w->y == d.y);
+    CHECK(w->score == doctest::Approx(d.score).epsilon(1e-5));
+  }
+  CHECK(got_left == left);
+  q.exclude = [](double, double) { return true; };
+  CHECK(grade::detect_mitoses(view, q).empty());
+}
+
 TEST_CASE("the embedded classifier gives torch's outputs (tools/train/train_mitosis.py test patterns)") {
   // Logits printed by the training script for the same three crops ("test patterns (logits)").
   const double torch_logits[3] = {-8.41449, -9.76564, -9.44612};

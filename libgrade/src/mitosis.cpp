@@ -335,9 +335,12 @@ std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const Mitos
            x < static_cast<double>(region.x + region.width) + pad &&
            y < static_cast<double>(region.y + region.height) + pad;
   };
-  if (!whole)
+  if (!whole || params.exclude)
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
-                                    [&](const MitosisCandidate& c) { return !inside(c.x, c.y, r); }),
+                                    [&](const MitosisCandidate& c) {
+                                      return (!whole && !inside(c.x, c.y, r)) ||
+                                             (params.exclude && params.exclude(c.x, c.y));
+                                    }),
                      candidates.end());
   const auto scores = score_mitosis_candidates(image, candidates, params);
   std::vector<MitosisDetection> dets;

@@ -328,34 +328,10 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
       return gx >= 0 && gy >= 0 && gx < gw && gy < gh && rep.tumour_grid.at<std::uint8_t>(gy, gx) != 0;
     };
 
-    // Mitoses.
-    t0 = Clock::now();
-    MitosisParams mp = params.mitosis;
-    mp.region = t.core;  // the margin is context only: its candidates are not classified
-    for (const MitosisDetection& d : detect_mitoses(resample_to(fine, mp.working_mpp), mp))
-      if (in_core_tumour(d.x, d.y)) out.mitoses.push_back(d);
-    out.mitosis_s = seconds_since(t0);
-
-    // Nuclei (sampled tiles).
-    if (t.nuclei) {
-      t0 = Clock::now();
-      const NucleiResult nr = segment_nuclei(resample_to(fine, params.nuclei.working_mpp), params.nuclei);
-      for (const Nucleus& n : nr.nuclei) {
-        if (!in_core_tumour(n.x, n.y)) continue;
-        ++out.nuclei;
-        if (n.spindle) ++out.spindle;
-        out.sum_area += n.area_um2;
-        out.sum_elong += n.elongation;
-        out.sum_hod += n.mean_h_od;
-      }
-      out.nuclei_cells = cv::countNonZero(rep.tumour_grid(cv::Range(t.gy0, t.gy1), cv::Range(t.gx0, t.gx1)));
-      out.nuclei_done = true;
-      out.nuclei_s = seconds_since(t0);
-    }
-
-    // Necrosis: the necrotic share of each core cell, from the map at the necrosis stage's resolution.
-    // Necrosis: its features look at ~50 and ~200 um neighbourhoods (necrosis.hpp), far more than the mitosis margin,
-    // so it gets its own read at its own resolution (from a coarse pyramid level: cheap) with a wider margin.
+    // Necrosis first (the mitosis stage skips what it marks): the necrotic share of each core cell, from the map at the
+    // necrosis stage's resolution. Its features look at ~50 and ~200 um neighbourhoods (necrosis.hpp), far more than
+    // the mitosis margin, so it gets its own read at its own resolution (from a coarse pyramid level: cheap) with a
+    // wider margin.
     t0 = Clock::now();
     const std::int64_t nx0 = std::max<std::int64_t>(0, t.core.x - nec_margin_px);
     const std::int64_t ny0 = std::max<std::int64_t>(0, t.core.y - nec_margin_px);
@@ -385,6 +361,39 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
       }
     }
     out.necrosis_s = seconds_since(t0);
+
+    // Mitoses, in viable tumour only: candidates outside the tumour cells or in this tile's necrosis map are not
+    // classified (a mitosis is never counted there, and necrotic debris is the commonest look-alike).
+    t0 = Clock::now();
+    MitosisParams mp = params.mitosis;
+    mp.region = t.core;  // the margin is context only: its candidates are not classified
+    mp.exclude = [&](double x, double y) {
+      const int gx = static_cast<int>(x / cell_px), gy = static_cast<int>(y / cell_px);
+      if (gx < 0 || gy < 0 || gx >= gw || gy >= gh || rep.tumour_grid.at<std::uint8_t>(gy, gx) == 0) return true;
+      const int u = static_cast<int>(std::floor((x - static_cast<double>(nm.x0)) / nm.downsample));
+      const int v = static_cast<int>(std::floor((y - static_cast<double>(nm.y0)) / nm.downsample));
+      return u >= 0 && v >= 0 && u < nm.necrosis.cols && v < nm.necrosis.rows && nm.necrosis.at<std::uint8_t>(v, u) != 0;
+    };
+    for (const MitosisDetection& d : detect_mitoses(resample_to(fine, mp.working_mpp), mp))
+      if (in_core_tumour(d.x, d.y)) out.mitoses.push_back(d);
+    out.mitosis_s = seconds_since(t0);
+
+    // Nuclei (sampled tiles).
+    if (t.nuclei) {
+      t0 = Clock::now();
+      const NucleiResult nr = segment_nuclei(resample_to(fine, params.nuclei.working_mpp), params.nuclei);
+      for (const Nucleus& n : nr.nuclei) {
+        if (!in_core_tumour(n.x, n.y)) continue;
+        ++out.nuclei;
+        if (n.spindle) ++out.spindle;
+        out.sum_area += n.area_um2;
+        out.sum_elong += n.elongation;
+        out.sum_hod += n.mean_h_od;
+      }
+      out.nuclei_cells = cv::countNonZero(rep.tumour_grid(cv::Range(t.gy0, t.gy1), cv::Range(t.gx0, t.gx1)));
+      out.nuclei_done = true;
+      out.nuclei_s = seconds_since(t0);
+    }
   };
 
   int threads = params.threads > 0 ? params.threads : static_cast<int>(std::thread::hardware_concurrency());

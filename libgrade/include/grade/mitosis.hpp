@@ -16,6 +16,7 @@
 // `nms_radius_um` to a higher-scoring one are dropped (one figure, e.g. the two halves of an anaphase, gives one
 // detection).
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -77,6 +78,10 @@ struct MitosisParams {
   // classified (those near it can suppress one inside), and only detections inside it are returned: the margin costs
   // no classifier time.
   Rect64 region;
+  // Optional: level-0 points where no figure is looked for. Candidates there are neither classified nor able to
+  // suppress others. The pipeline passes its necrosis map: FNCLCC counts mitoses in viable tumour, and the dark
+  // karyorrhectic debris of necrosis is the classifier's commonest look-alike.
+  std::function<bool(double x, double y)> exclude;
   std::shared_ptr<const MitosisModel> model;  // null = MitosisModel::embedded()
 };
 

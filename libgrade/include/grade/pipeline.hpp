@@ -70,7 +70,7 @@ struct GradeParams {
   std::int64_t stain_max_pixels = 4'000'000;
 
   NucleiSampling nuclei_sampling = NucleiSampling::sample;
-  double nuclei_sample_fraction = 0.25;  // with NucleiSampling::sample
+  double nuclei_sample_fraction = 0.125;  // with NucleiSampling::sample
 
   TissueParams tissue;
   StainParams stain;

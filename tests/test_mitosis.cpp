@@ -173,38 +173,48 @@ TEST_CASE("tiled detection equals whole-image detection") {
   std::mt19937 rng(3);
   std::uniform_int_distribution<int> ux(20, 1000), uy(20, 740), ua(0, 179);
   for (int i = 0; i < 25; ++i) draw_figure(img, {ux(rng), uy(rng)}, ua(rng));
-  const auto p = all_scores();
-  auto whole = grade::detect_mitoses(grade::make_view(img, 0.25), p);
-  REQUIRE(whole.size() >= 10);
-  // Tiles of 512 px with a 128 px margin (multiples of the 4 px candidate grid); a detection belongs to its core.
-  // Either the caller keeps the core's detections, or it passes the core as MitosisParams::region (as the pipeline
-  // does), which classifies only the candidates in and near the core and returns only the core's detections.
-  std::vector<grade::MitosisDetection> tiled, by_region;
-  for (int ty = 0; ty < img.rows; ty += 512)
-    for (int tx = 0; tx < img.cols; tx += 512) {
-      const int x0 = std::max(0, tx - 128), y0 = std::max(0, ty - 128);
-      const int x1 = std::min(img.cols, tx + 512 + 128), y1 = std::min(img.rows, ty + 512 + 128);
-      grade::ImageView v = grade::make_view(img(cv::Rect(x0, y0, x1 - x0, y1 - y0)).clone(), 0.25);
-      v.x0 = x0;
-      v.y0 = y0;
-      for (const auto& d : grade::detect_mitoses(v, p))
-        if (d.x >= tx && d.x < tx + 512 && d.y >= ty && d.y < ty + 512) tiled.push_back(d);
-      grade::MitosisParams q = p;
-      q.region = {tx, ty, std::min(512, img.cols - tx), std::min(512, img.rows - ty)};
-      for (const auto& d : grade::detect_mitoses(v, q)) {
-        CHECK((d.x >= tx && d.x < tx + 512 && d.y >= ty && d.y < ty + 512));
-        by_region.push_back(d);
+  // Threshold 0: every candidate is a detection; then the median score: only some are, so the ring around a region
+  // is classified only near detections (MitosisParams::region).
+  auto scores = grade::detect_mitoses(grade::make_view(img, 0.25), all_scores());
+  REQUIRE(scores.size() >= 20);
+  std::sort(scores.begin(), scores.end(), [](const auto& a, const auto& b) { return a.score < b.score; });
+  const double median = scores[scores.size() / 2].score;
+  for (const double threshold : {0.0, median}) {
+    CAPTURE(threshold);
+    auto p = all_scores();
+    p.threshold = threshold;
+    auto whole = grade::detect_mitoses(grade::make_view(img, 0.25), p);
+    REQUIRE(whole.size() >= 8);
+    // Tiles of 512 px with a 128 px margin (multiples of the 4 px candidate grid); a detection belongs to its core.
+    // Either the caller keeps the core's detections, or it passes the core as MitosisParams::region (as the pipeline
+    // does), which classifies only the candidates in and near the core and returns only the core's detections.
+    std::vector<grade::MitosisDetection> tiled, by_region;
+    for (int ty = 0; ty < img.rows; ty += 512)
+      for (int tx = 0; tx < img.cols; tx += 512) {
+        const int x0 = std::max(0, tx - 128), y0 = std::max(0, ty - 128);
+        const int x1 = std::min(img.cols, tx + 512 + 128), y1 = std::min(img.rows, ty + 512 + 128);
+        grade::ImageView v = grade::make_view(img(cv::Rect(x0, y0, x1 - x0, y1 - y0)).clone(), 0.25);
+        v.x0 = x0;
+        v.y0 = y0;
+        for (const auto& d : grade::detect_mitoses(v, p))
+          if (d.x >= tx && d.x < tx + 512 && d.y >= ty && d.y < ty + 512) tiled.push_back(d);
+        grade::MitosisParams q = p;
+        q.region = {tx, ty, std::min(512, img.cols - tx), std::min(512, img.rows - ty)};
+        for (const auto& d : grade::detect_mitoses(v, q)) {
+          CHECK((d.x >= tx && d.x < tx + 512 && d.y >= ty && d.y < ty + 512));
+          by_region.push_back(d);
+        }
       }
-    }
-  auto key = [](const auto& a, const auto& b) { return a.y != b.y ? a.y < b.y : a.x < b.x; };
-  std::sort(whole.begin(), whole.end(), key);
-  for (auto* got : {&tiled, &by_region}) {
-    std::sort(got->begin(), got->end(), key);
-    REQUIRE(got->size() == whole.size());
-    for (size_t i = 0; i < whole.size(); ++i) {
-      CHECK((*got)[i].x == whole[i].x);
-      CHECK((*got)[i].y == whole[i].y);
-      CHECK((*got)[i].score == doctest::Approx(whole[i].score).epsilon(1e-5));
+    auto key = [](const auto& a, const auto& b) { return a.y != b.y ? a.y < b.y : a.x < b.x; };
+    std::sort(whole.begin(), whole.end(), key);
+    for (auto* got : {&tiled, &by_region}) {
+      std::sort(got->begin(), got->end(), key);
+      REQUIRE(got->size() == whole.size());
+      for (size_t i = 0; i < whole.size(); ++i) {
+        CHECK((*got)[i].x == whole[i].x);
+        CHECK((*got)[i].y == whole[i].y);
+        CHECK((*got)[i].score == doctest::Approx(whole[i].score).epsilon(1e-5));
+      }
     }
   }
 }

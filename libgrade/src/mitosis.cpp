@@ -335,17 +335,47 @@ std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const Mitos
            x < static_cast<double>(region.x + region.width) + pad &&
            y < static_cast<double>(region.y + region.height) + pad;
   };
-  if (!whole || params.exclude)
+  if (params.exclude)
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
-                                    [&](const MitosisCandidate& c) {
-                                      return (!whole && !inside(c.x, c.y, r)) ||
-                                             (params.exclude && params.exclude(c.x, c.y));
-                                    }),
+                                    [&](const MitosisCandidate& c) { return params.exclude(c.x, c.y); }),
                      candidates.end());
-  const auto scores = score_mitosis_candidates(image, candidates, params);
   std::vector<MitosisDetection> dets;
-  for (size_t i = 0; i < candidates.size(); ++i)
-    if (scores[i] >= params.threshold) dets.push_back({candidates[i].x, candidates[i].y, scores[i]});
+  auto classify = [&](const std::vector<MitosisCandidate>& cs) {
+    const auto scores = score_mitosis_candidates(image, cs, params);
+    for (size_t i = 0; i < cs.size(); ++i)
+      if (scores[i] >= params.threshold) dets.push_back({cs[i].x, cs[i].y, scores[i]});
+  };
+  if (whole) {
+    classify(candidates);
+  } else {
+    // The region's candidates first. A candidate outside it matters only as a detection that suppresses one inside,
+    // directly or through a chain of detections each within the NMS radius of the next; so candidates in the ring
+    // of that radius around the region are classified only when they lie within the radius of a detection already
+    // found, until no new one is. Detections never linked to the region's can be left out: greedy NMS treats groups
+    // with no pair closer than the radius independently. The result is that of classifying the whole ring, for a
+    // fraction of its cost (on 512 um tiles the ring holds ~13 % of the candidates; detections are a few per mm^2).
+    std::vector<MitosisCandidate> core, ring;
+    for (const auto& c : candidates) {
+      if (inside(c.x, c.y, 0.0))
+        core.push_back(c);
+      else if (inside(c.x, c.y, r))
+        ring.push_back(c);
+    }
+    classify(core);
+    for (size_t linked_from = 0; !ring.empty() && linked_from < dets.size();) {
+      const size_t found = dets.size();
+      std::vector<MitosisCandidate> near, rest;
+      for (const auto& c : ring) {
+        bool close = false;
+        for (size_t k = linked_from; k < found && !close; ++k)
+          close = (dets[k].x - c.x) * (dets[k].x - c.x) + (dets[k].y - c.y) * (dets[k].y - c.y) < r * r;
+        (close ? near : rest).push_back(c);
+      }
+      ring.swap(rest);
+      linked_from = found;
+      classify(near);
+    }
+  }
   // Greedy non-maximum suppression by score (ties: y, then x, so the result does not depend on candidate order).
   // Suppression only comes from higher scores, so the detections kept at any threshold are those kept at a lower one
   // and scoring above it: a CSV written at a low threshold gives the whole recall / false-positive curve.

@@ -74,9 +74,10 @@ struct MitosisParams {
   // masses of a late anaphase / telophase lie 10-20 um apart and are counted as one figure (10 um counted many twice).
   double nms_radius_um = 16.0;
   // Level-0 rectangle whose detections are wanted (e.g. a tile's core, the image being the core plus its context
-  // margin); width or height 0 = the whole image. Only candidates inside it or within nms_radius_um of it are
-  // classified (those near it can suppress one inside), and only detections inside it are returned: the margin costs
-  // no classifier time.
+  // margin); width or height 0 = the whole image. Only detections inside it are returned, and the same ones as
+  // classifying every candidate would give; but only its own candidates are all classified. One within nms_radius_um
+  // of it is classified only when it lies within that radius of a detection already found (it could suppress one
+  // inside, directly or through a chain), so the margin costs almost no classifier time.
   Rect64 region;
   // Optional: level-0 points where no figure is looked for. Candidates there are neither classified nor able to
   // suppress others. The pipeline passes its necrosis map: FNCLCC counts mitoses in viable tumour, and the dark

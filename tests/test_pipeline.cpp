@@ -283,3 +283,31 @@ TEST_CASE("grade_slide: same report for 1 and 2 threads; progress; ROI restricts
   CHECK(rr.tumour_area_mm2 > 0.3 * r1.tumour_area_mm2);
   for (const auto& m : rr.mitoses) CHECK(m.x < 800 + 16);
 }
+
+TEST_CASE("grade_slide: the nucleus sample is every k-th tile, but at least nuclei_min_tiles") {
+  TempDir dir("grade-pipeline");
+  const grade::Slide s = open_at(draw_slide(dir, "plain.png"), 0.5);
+  grade::GradeParams p;
+  p.tile_um = 128;  // many tiles on a small image
+  p.threads = 2;
+  p.nuclei_sampling = grade::NucleiSampling::sample;
+  p.nuclei_sample_fraction = 0.125;
+  p.nuclei_min_tiles = 1;
+  const grade::SlideReport sparse = grade::grade_slide(s, p);
+  REQUIRE(sparse.tiles >= 16);
+  CHECK(sparse.nuclei.sampling == "sample 1/8");
+  CHECK(sparse.nuclei.tiles_analysed == (sparse.tiles + 7) / 8);
+  // Asking for at least half the tiles: every 2nd.
+  p.nuclei_min_tiles = static_cast<int>(sparse.tiles / 2);
+  const grade::SlideReport half = grade::grade_slide(s, p);
+  CHECK(half.nuclei.sampling == "sample 1/2");
+  CHECK(half.nuclei.tiles_analysed == (half.tiles + 1) / 2);
+  // More than the slide has: all of them.
+  p.nuclei_min_tiles = static_cast<int>(sparse.tiles + 1);
+  const grade::SlideReport all = grade::grade_slide(s, p);
+  CHECK(all.nuclei.sampling == "all_tissue");
+  CHECK(all.nuclei.tiles_analysed == all.tiles);
+  CHECK(all.nuclei.count > half.nuclei.count);
+  p.nuclei_min_tiles = 0;
+  CHECK_THROWS_AS(grade::grade_slide(s, p), grade::Error);
+}

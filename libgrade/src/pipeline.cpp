@@ -48,6 +48,8 @@ void check_params(const GradeParams& p) {
   if (p.stain_max_pixels < 10'000) bad("stain_max_pixels must be >= 10000 (got " + std::to_string(p.stain_max_pixels) + ")");
   if (p.nuclei_sampling == NucleiSampling::sample && !(p.nuclei_sample_fraction > 0.0 && p.nuclei_sample_fraction <= 1.0))
     bad("nuclei_sample_fraction must be in (0, 1] (got " + fmt(p.nuclei_sample_fraction) + ")");
+  if (p.nuclei_sampling == NucleiSampling::sample && p.nuclei_min_tiles < 1)
+    bad("nuclei_min_tiles must be >= 1 (got " + std::to_string(p.nuclei_min_tiles) + ")");
   if (!(p.hpf.hpf_area_mm2 > 0.0 && p.hpf.hpf_area_mm2 < 10.0))
     bad("hpf_area_mm2 must be in (0, 10) (got " + fmt(p.hpf.hpf_area_mm2) + ")");
   if (p.hpf.fields < 1) bad("fields must be >= 1 (got " + std::to_string(p.hpf.fields) + ")");
@@ -287,7 +289,9 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
     nuclei_stride = 1;
     rep.nuclei.sampling = "all_tissue";
   } else if (params.nuclei_sampling == NucleiSampling::sample) {
-    nuclei_stride = std::max<std::int64_t>(1, std::llround(1.0 / params.nuclei_sample_fraction));
+    const auto n = static_cast<std::int64_t>(tiles.size());
+    nuclei_stride = std::clamp<std::int64_t>(n / params.nuclei_min_tiles, 1,
+                                             std::max<std::int64_t>(1, std::llround(1.0 / params.nuclei_sample_fraction)));
     rep.nuclei.sampling = nuclei_stride == 1 ? "all_tissue" : "sample 1/" + std::to_string(nuclei_stride);
   } else {
     rep.nuclei.sampling = "none";

@@ -126,6 +126,7 @@ ordered_json report_object(const SlideReport& rep) {
                      {"stain_mpp", p.stain_mpp},
                      {"nuclei_sampling", sampling_name(p.nuclei_sampling)},
                      {"nuclei_sample_fraction", p.nuclei_sample_fraction},
+                     {"nuclei_min_tiles", p.nuclei_min_tiles},
                      {"mitosis_threshold", p.mitosis.threshold},
                      {"mitosis_working_mpp", p.mitosis.working_mpp},
                      {"nuclei_working_mpp", p.nuclei.working_mpp},

@@ -155,7 +155,7 @@ int main(int argc, char** argv) {
       "roi", po::value<std::string>(&roi_path), "tumour region: a GeoJSON polygon in level-0 pixels (QuPath export)")(
       "threads,j", po::value<int>(&threads)->default_value(0), "worker threads (0 = all cores)")(
       "nuclei", po::value<std::string>(&nuclei_mode)->default_value("sample"),
-      "nucleus analysis: all | sample (every 8th tissue tile) | none")(
+      "nucleus analysis: all | sample (every 8th tissue tile, at least 8) | none")(
       "mitosis-threshold", po::value<double>(&mitosis_threshold), "classifier probability for a mitosis (default: the model's operating point)")(
       "out,o", po::value<std::string>(&out_dir), "output folder (default: <slide name>.grade in the current folder)")(
       "quiet,q", "no progress on stderr")("version", "print the version");

@@ -38,7 +38,8 @@ struct Polygon {
 // features), not the grade, so a deterministic sample is enough on large slides.
 enum class NucleiSampling {
   all_tissue,  // every tissue tile
-  sample,      // every k-th tissue tile in raster order, k chosen so that about nuclei_sample_fraction are analysed
+  sample,      // every k-th tissue tile in raster order, k chosen so that about nuclei_sample_fraction are analysed,
+               // but at least nuclei_min_tiles of them (all tiles of a slide that has fewer)
   none         // skip the nucleus stage
 };
 
@@ -71,6 +72,7 @@ struct GradeParams {
 
   NucleiSampling nuclei_sampling = NucleiSampling::sample;
   double nuclei_sample_fraction = 0.125;  // with NucleiSampling::sample
+  int nuclei_min_tiles = 8;               // idem: a small slide is not judged on one or two tiles
 
   TissueParams tissue;
   StainParams stain;

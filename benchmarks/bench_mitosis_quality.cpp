@@ -2,7 +2,8 @@
 // images held out from training (tools/train/train_mitosis.py; same split rule, libgrade/src/mitosis_eval.hpp).
 //
 //   bench_mitosis_quality [--all] [--model FILE.onnx [--screen SCREEN.onnx]] [--screen-threshold T] [--threshold T]
-//                         [--candidate-min-od OD] [--candidate-separation-um UM] [--orientations N] [--csv OUT.csv]
+//                         [--candidate-min-od OD] [--candidate-separation-um UM] [--candidate-centroid-um UM]
+//                         [--orientations N] [--csv OUT.csv]
 //   bench_mitosis_quality --dump-candidates OUT.csv      (stage-1 candidates of every image, for training)
 //
 // Prints the recall / FP-per-mm^2 curve on AMi-Br, recall per class and dataset at the operating threshold, and the
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
   double screen_threshold = grade::MitosisParams{}.screen_threshold;
   double candidate_min_od = grade::MitosisParams{}.candidate_min_od;
   double candidate_separation_um = grade::MitosisParams{}.candidate_separation_um;
+  double candidate_centroid_um = grade::MitosisParams{}.candidate_centroid_um;
   double threshold = grade::MitosisParams{}.threshold;
   int orientations = grade::MitosisParams{}.orientations;
   for (int i = 1; i < argc; ++i) {
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
     else if (a == "--screen-threshold") screen_threshold = std::stod(next());
     else if (a == "--candidate-min-od") candidate_min_od = std::stod(next());
     else if (a == "--candidate-separation-um") candidate_separation_um = std::stod(next());
+    else if (a == "--candidate-centroid-um") candidate_centroid_um = std::stod(next());
     else if (a == "--threshold") threshold = std::stod(next());
     else if (a == "--csv") csv_path = next();
     else if (a == "--orientations") orientations = std::stoi(next());
@@ -65,6 +68,7 @@ int main(int argc, char** argv) {
   params.screen_threshold = screen_threshold;
   params.candidate_min_od = candidate_min_od;
   params.candidate_separation_um = candidate_separation_um;
+  params.candidate_centroid_um = candidate_centroid_um;
   if (!model_path.empty())
     params.model = me::load_model(model_path, screen_path);
   else if (!screen_path.empty())

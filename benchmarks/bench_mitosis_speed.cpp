@@ -6,8 +6,8 @@
 //   bench_mitosis_speed --slide S.tiff  a whole slide (e.g. from grade-synth): every tile whose core holds tissue
 //                                       (detect_tissue on a 16 um/px thumbnail, as the pipeline finds it), read at
 //                                       0.25 um/px; MP/s counts the cores of those tiles, glass tiles are skipped
-//   --screen-threshold T, --candidate-min-od OD, --candidate-separation-um UM   other stage parameters (default:
-//                                       MitosisParams's)
+//   --screen-threshold T, --candidate-min-od OD, --candidate-separation-um UM, --candidate-centroid-um UM
+//                                       other stage parameters (default: MitosisParams's)
 //   --model MAIN.onnx [--screen SCREEN.onnx]   other networks than the embedded ones
 #include <algorithm>
 #include <chrono>
@@ -50,11 +50,12 @@ int main(int argc, char** argv) {
     else if (a == "--screen-threshold" && i + 1 < argc) params.screen_threshold = std::stod(argv[++i]);
     else if (a == "--candidate-min-od" && i + 1 < argc) params.candidate_min_od = std::stod(argv[++i]);
     else if (a == "--candidate-separation-um" && i + 1 < argc) params.candidate_separation_um = std::stod(argv[++i]);
+    else if (a == "--candidate-centroid-um" && i + 1 < argc) params.candidate_centroid_um = std::stod(argv[++i]);
     else if (a == "--model" && i + 1 < argc) model_path = argv[++i];
     else if (a == "--screen" && i + 1 < argc) screen_path = argv[++i];
     else {
       std::fprintf(stderr, "usage: bench_mitosis_speed [--slide S.tiff] [--screen-threshold T] [--candidate-min-od OD] "
-                           "[--candidate-separation-um UM] [--model MAIN.onnx [--screen SCREEN.onnx]]\n");
+                           "[--candidate-separation-um UM] [--candidate-centroid-um UM] [--model MAIN.onnx [--screen SCREEN.onnx]]\n");
       return 2;
     }
   }

@@ -4,7 +4,8 @@ candidate) and the main network (libgrade/models/mitosis_cnn.onnx, run on the ca
 
 Reproducible (fixed seeds, CPU; the committed models were made exactly so, ~15 + 60 min on a shared 2-core machine):
   cmake --build build --target bench_mitosis_quality
-  build/benchmarks/bench_mitosis_quality --dump-candidates /tmp/mitosis_candidates.csv
+  # the committed networks were trained on the density peaks (before candidates moved to their dark mass's centroid)
+  build/benchmarks/bench_mitosis_quality --candidate-centroid-um 0 --dump-candidates /tmp/mitosis_candidates.csv
   T="/usr/bin/python3 tools/train/train_mitosis.py --candidates /tmp/mitosis_candidates.csv --data ../shared/data"
   # 1. the single small network of libgrade 0.1; only used to pick the main network's hard negatives
   $T --arch small --out /tmp/mitosis_small.onnx

@@ -1,6 +1,7 @@
 // Mitosis detector: known answers on drawn images (no data files needed).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -73,6 +74,35 @@ TEST_CASE("a drawn dark figure on stroma is a candidate and a detection at the r
   CHECK(std::hypot(d->x - 140, d->y - 100) <= 8);
   CHECK(d->score >= 0.0);
   CHECK(d->score <= 1.0);
+}
+
+TEST_CASE("a candidate sits at the centroid of its dark mass, not at its densest point") {
+  // A dark bar 12 um long (x 92..140 at y 100) with a denser knot at its left end (x 96).
+  cv::Mat img = stroma(256, 256, 7, 0);
+  cv::line(img, {92, 100}, {140, 100}, cv::Scalar(70, 45, 110), 9, cv::LINE_AA);
+  cv::circle(img, {96, 100}, 6, cv::Scalar(25, 10, 50), cv::FILLED, cv::LINE_AA);
+  const auto view = grade::make_view(img, 0.25);
+  grade::MitosisParams at_peak;
+  at_peak.candidate_centroid_um = 0.0;
+  auto nearest_x = [](const std::vector<grade::MitosisCandidate>& c) {
+    REQUIRE(!c.empty());
+    const auto it = std::min_element(c.begin(), c.end(), [](const auto& a, const auto& b) {
+      return std::hypot(a.x - 110, a.y - 100) < std::hypot(b.x - 110, b.y - 100);
+    });
+    CHECK(std::abs(it->y - 100) <= 4);
+    return it->x;
+  };
+  const double peak_x = nearest_x(grade::find_mitosis_candidates(view, at_peak));
+  const double centroid_x = nearest_x(grade::find_mitosis_candidates(view));
+  CHECK(peak_x < 104);              // at the knot
+  CHECK(centroid_x > peak_x + 3);   // pulled along the bar, towards its middle (116)
+  CHECK(centroid_x < 124);
+  grade::MitosisParams bad;
+  bad.candidate_centroid_fraction = 1.0;
+  CHECK_THROWS_AS(grade::find_mitosis_candidates(view, bad), grade::Error);
+  bad = {};
+  bad.candidate_centroid_um = -1.0;
+  CHECK_THROWS_AS(grade::find_mitosis_candidates(view, bad), grade::Error);
 }
 
 TEST_CASE("plain stroma without dark objects gives no candidates and no detections") {

@@ -311,3 +311,19 @@ TEST_CASE("grade_slide: the nucleus sample is every k-th tile, but at least nucl
   p.nuclei_min_tiles = 0;
   CHECK_THROWS_AS(grade::grade_slide(s, p), grade::Error);
 }
+
+TEST_CASE("grade_slide: a large tumour on a coarse slide is not reported as smaller than the window") {
+  // At 4 um/px the 10-HPF window is 329 px (1.7319 mm^2, a little under 1.734 after rounding to whole pixels): it
+  // fits the tissue, so the count is not scaled and no warning says otherwise.
+  TempDir dir("grade-pipeline");
+  const grade::Slide s = open_at(draw_slide(dir, "coarse.png", true, 700), 4.0);
+  grade::GradeParams p;
+  p.threads = 2;
+  p.nuclei_sampling = grade::NucleiSampling::none;
+  const grade::SlideReport r = grade::grade_slide(s, p);
+  REQUIRE(r.tumour_area_mm2 > 3.0);
+  CHECK(r.mitotic_count.window.width == 329);
+  CHECK_FALSE(r.mitotic_count.scaled);
+  CHECK_FALSE(r.count_scaled);
+  for (const auto& w : r.warnings) CHECK_MESSAGE(w.find("smaller than") == std::string::npos, w);
+}

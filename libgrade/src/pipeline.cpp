@@ -501,7 +501,9 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
         d.y < static_cast<double>(w.y + w.height))
       rep.hotspot_mitoses.push_back(d);
   const double full_window_mm2 = params.hpf.hpf_area_mm2 * params.hpf.fields;
-  if (rep.mitotic_count.window_area_mm2 > 0.0 && rep.mitotic_count.window_area_mm2 < full_window_mm2 * 0.999) {
+  // count_mitoses says whether it had to shrink the window. (Comparing areas instead flagged every large tumour on a
+  // coarse slide, where the window's side rounds down to whole pixels: 329 px at 4 um/px is 1.7319 mm^2.)
+  if (rep.mitotic_count.scaled) {
     rep.count_scaled = true;
     rep.warnings.push_back("the tumour region is smaller than " + std::to_string(params.hpf.fields) + " HPF (" +
                            fmt(full_window_mm2) + " mm2): the count in its bounding box (" +

@@ -62,15 +62,16 @@ struct MitosisParams {
   double candidate_separation_um = 4.0;  // peaks closer than this to a denser one are merged into it
   // A candidate sits at the centroid of the density above candidate_centroid_fraction x its peak's, within
   // candidate_centroid_um of the peak (0 = at the peak). Centring the crops on the dark mass raised held-out recall at
-  // the operating threshold from 0.735 to 0.789 with half the false positives (benchmarks/README.md, "Mitosis").
+  // the operating threshold from 0.735 to 0.787 with half the false positives (benchmarks/README.md, "Mitosis").
   double candidate_centroid_um = 6.0;
   double candidate_centroid_fraction = 0.3;
 
   // Stage 2 (classifier) and output.
   // Candidates the screen network gives a probability below this are scored 0 without running the main classifier
-  // (0 = run the main classifier on every candidate; ignored for a model without a screen). 0.3: held-out recall at
-  // the operating threshold 0.735 (0.743 at 0.2, 4 figures of 498) for 31 % more speed on grade-synth tissue, where
-  // the main network's share of the candidates falls from 10.6 to 6.1 % (benchmarks/README.md, "Mitosis").
+  // (0 = run the main classifier on every candidate; ignored for a model without a screen). 0.3, chosen with the
+  // candidates at their peaks: held-out recall at the operating threshold 0.735 (0.743 at 0.2, 4 figures of 498) for
+  // 31 % more speed on grade-synth tissue, where the main network's share of the candidates falls from 10.6 to 6.1 %
+  // (benchmarks/README.md, "Mitosis").
   double screen_threshold = 0.3;
   // Test-time augmentation: the classifier's logit is averaged over this many of the 8 quarter turns and mirror images
   // of each crop (1 = none); the cost of stage 2 grows in proportion.

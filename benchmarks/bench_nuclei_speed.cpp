@@ -124,13 +124,13 @@ int main(int argc, char** argv) {
       std::sort(v.begin(), v.end());
       return v[v.size() / 2];
     };
-    const double best = median(walls), best_cpu = median(cpus), best_tiles_cpu = median(tiles_cpus);
-    const double mps = static_cast<double>(px) / 1e6 / best;
+    const double wall = median(walls), cpu = median(cpus), tiles_cpu = median(tiles_cpus);
+    const double mps = static_cast<double>(px) / 1e6 / wall;
     std::printf("threads %d: %zu tissue tiles, %zu nuclei, wall %.2f s (%.2f MP/s, %.2f per thread), CPU %.2f s: %.2f MP "
                 "per CPU-second (per core); segment_nuclei alone %.2f MP per CPU-second; thumbnail read (not counted) "
                 "%.3f s CPU\n",
-                threads, kept, nuclei, best, mps, mps / threads, best_cpu, static_cast<double>(px) / 1e6 / best_cpu,
-                static_cast<double>(px) / 1e6 / best_tiles_cpu, median(thumb_cpus));
+                threads, kept, nuclei, wall, mps, mps / threads, cpu, static_cast<double>(px) / 1e6 / cpu,
+                static_cast<double>(px) / 1e6 / tiles_cpu, median(thumb_cpus));
   }
   return 0;
 }

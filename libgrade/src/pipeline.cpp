@@ -324,12 +324,14 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
     auto t0 = Clock::now();
     const ImageView fine = slide.read_region_at_mpp(t.read, read_mpp);
     out.read_s = seconds_since(t0);
-    auto in_core_tumour = [&](double x, double y) {
-      if (x < static_cast<double>(t.core.x) || y < static_cast<double>(t.core.y) ||
-          x >= static_cast<double>(t.core.x + t.core.width) || y >= static_cast<double>(t.core.y + t.core.height))
-        return false;
+    auto in_tumour = [&](double x, double y) {
       const int gx = static_cast<int>(x / cell_px), gy = static_cast<int>(y / cell_px);
       return gx >= 0 && gy >= 0 && gx < gw && gy < gh && rep.tumour_grid.at<std::uint8_t>(gy, gx) != 0;
+    };
+    auto in_core_tumour = [&](double x, double y) {
+      return x >= static_cast<double>(t.core.x) && y >= static_cast<double>(t.core.y) &&
+             x < static_cast<double>(t.core.x + t.core.width) && y < static_cast<double>(t.core.y + t.core.height) &&
+             in_tumour(x, y);
     };
 
     // Necrosis first (the mitosis stage skips what it marks): the necrotic share of each core cell, from the map at the
@@ -372,14 +374,13 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
     MitosisParams mp = params.mitosis;
     mp.region = t.core;  // the margin is context only: its candidates are not classified
     mp.exclude = [&](double x, double y) {
-      const int gx = static_cast<int>(x / cell_px), gy = static_cast<int>(y / cell_px);
-      if (gx < 0 || gy < 0 || gx >= gw || gy >= gh || rep.tumour_grid.at<std::uint8_t>(gy, gx) == 0) return true;
+      if (!in_tumour(x, y)) return true;
       const int u = static_cast<int>(std::floor((x - static_cast<double>(nm.x0)) / nm.downsample));
       const int v = static_cast<int>(std::floor((y - static_cast<double>(nm.y0)) / nm.downsample));
       return u >= 0 && v >= 0 && u < nm.necrosis.cols && v < nm.necrosis.rows && nm.necrosis.at<std::uint8_t>(v, u) != 0;
     };
-    for (const MitosisDetection& d : detect_mitoses(resample_to(fine, mp.working_mpp), mp))
-      if (in_core_tumour(d.x, d.y)) out.mitoses.push_back(d);
+    // Only the core's detections come back (region), none outside the tumour cells (exclude): all are the tile's.
+    out.mitoses = detect_mitoses(resample_to(fine, mp.working_mpp), mp);
     out.mitosis_s = seconds_since(t0);
 
     // Nuclei (sampled tiles).

@@ -11,6 +11,7 @@
 
 #include "grade/error.hpp"
 #include "grade/slide.hpp"
+#include "grade/synth.hpp"
 #include "test_support.hpp"
 
 using grade::ErrorCode;
@@ -258,4 +259,81 @@ TEST_CASE("two threads reading the same regions get identical pixels") {
   t1.join();
   t2.join();
   for (size_t i = 0; i < regions.size(); ++i) CHECK(cv::norm(a[i], b[i], cv::NORM_INF) == 0.0);
+}
+
+namespace {
+
+// Reads `regions` at `level` with direct TIFF reads on and off; returns how many regions differ.
+int direct_mismatches(const fs::path& p, int level, const std::vector<Rect64>& regions) {
+  const Slide direct = Slide::open(p);
+  grade::SlideOpenParams off;
+  off.direct_tiff = false;
+  const Slide through_openslide = Slide::open(p, off);
+  CHECK_FALSE(through_openslide.reads_tiff_directly(level));
+  int differ = 0;
+  for (const Rect64& r : regions) {
+    const cv::Mat a = direct.read_region(r, level).rgb, b = through_openslide.read_region(r, level).rgb;
+    if (a.size() != b.size() || cv::norm(a, b, cv::NORM_INF) != 0.0) ++differ;
+  }
+  return differ;
+}
+
+// Regions of all sizes (one pixel to several tiles) at whole and fractional level origins, touching every edge.
+std::vector<Rect64> probe_regions(const Slide& s, int level) {
+  const auto ds = static_cast<int64_t>(std::llround(s.level(level).downsample));
+  std::vector<Rect64> out;
+  const int64_t w = s.width(), h = s.height();
+  for (int i = 0; i < 12; ++i) {
+    const int64_t rw = std::min<int64_t>(w, 1 + (i * 211 * ds) % (700 * ds));
+    const int64_t rh = std::min<int64_t>(h, 1 + (i * 157 * ds) % (500 * ds));
+    int64_t x = ((i * 7919) % std::max<int64_t>(1, w - rw)) / ds * ds, y = ((i * 104729) % std::max<int64_t>(1, h - rh)) / ds * ds;
+    if (i % 3 == 1) x = std::min(w - rw, x + 1);  // an origin between level pixels when ds > 1
+    if (i == 4) x = w - rw;                        // the right and bottom edges
+    if (i == 5) y = h - rh;
+    out.push_back({x, y, rw, rh});
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("direct TIFF tile reads give OpenSlide's pixels, byte for byte, on every level") {
+  grade::test::TempDir dir;
+  grade::SynthParams sp;
+  sp.width_px = 3000;
+  sp.height_px = 2000;
+  sp.seed = 5;
+  grade::synthesize_slide(sp, dir / "s.tiff", dir / "s.json");
+  std::vector<fs::path> slides{dir / "s.tiff"};
+  if (have_data())
+    for (const char* f : {"cmu-1-small-region.svs", "tcga-cr-7395-01a-01-ts1.svs", "kidney-48-5.tif",
+                          "fixtures/boxes.tiff", "fixtures/small.svs"})
+      slides.push_back(wsi(f));
+  else
+    MESSAGE("SKIPPED the real slides: ../shared/data absent");
+  int direct_levels = 0;
+  for (const fs::path& p : slides) {
+    CAPTURE(p);
+    const Slide s = Slide::open(p);
+    for (int level = 0; level < s.level_count(); ++level) {
+      CAPTURE(level);
+      // Only direct levels are compared: boxes.tiff's levels 2 and 3 (fractional downsamples, tiles wider than the
+      // level) read differently through two OpenSlide handles, so OpenSlide cannot be compared with itself there.
+      if (!s.reads_tiff_directly(level)) continue;
+      ++direct_levels;
+      CHECK(direct_mismatches(p, level, probe_regions(s, level)) == 0);
+    }
+  }
+  // The synthetic slide (JPEG YCbCr tiles) is read directly on every level; so are the Aperio slide's JPEG RGB tiles
+  // and boxes.tiff's two levels with whole downsamples. The TCGA slide's JPEG 2000 tiles go through OpenSlide.
+  const Slide synth = Slide::open(dir / "s.tiff");
+  for (int level = 0; level < synth.level_count(); ++level) CHECK(synth.reads_tiff_directly(level));
+  if (have_data()) {
+    CHECK(Slide::open(wsi("cmu-1-small-region.svs")).reads_tiff_directly(0));
+    CHECK_FALSE(Slide::open(wsi("tcga-cr-7395-01a-01-ts1.svs")).reads_tiff_directly(0));
+    const Slide boxes = Slide::open(wsi("fixtures/boxes.tiff"));
+    CHECK(boxes.reads_tiff_directly(0));
+    CHECK(boxes.reads_tiff_directly(1));
+    CHECK(direct_levels == synth.level_count() + 4);
+  }
 }

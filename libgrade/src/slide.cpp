@@ -2,19 +2,22 @@
 //  - OpenSlide 3.4.1 for whole-slide formats; its error state is checked after every call and turned into one
 //    grade::Error in one place (check_openslide);
 //  - OpenCV imread for plain PNG/JPEG/TIFF images, which become one-level slides.
-// OpenSlide ignores the resolution tags of generic tiled TIFFs, so those are read with libtiff here.
+// OpenSlide ignores the resolution tags of generic tiled TIFFs, so those are read with libtiff here; so are the tiles of
+// tiled TIFF slides where that gives OpenSlide's pixels (TiffTiles, see slide.hpp).
 #include "grade/slide.hpp"
 
 #include <openslide/openslide.h>
 #include <tiffio.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <sstream>
 
 #include <opencv2/imgcodecs.hpp>
@@ -133,6 +136,152 @@ cv::Mat to_rgb8(const cv::Mat& in, const fs::path& path) {
   return rgb;
 }
 
+// Direct tile reads of a tiled TIFF slide with libtiff (see slide.hpp). One TIFF handle per level per concurrent
+// reader: libtiff handles are not thread-safe, and each handle stays on its level's directory. A handle's libtiff
+// errors are kept in the handle (not printed) so a failed read can be retried through OpenSlide, which then gives the
+// error its own words.
+class TiffTiles {
+ public:
+  struct Level {
+    tdir_t dir = 0;
+    int64_t width = 0, height = 0;
+    uint32_t tile_w = 0, tile_h = 0;
+    bool ycbcr_jpeg = false;  // decoded to RGB by libjpeg (JPEGCOLORMODE_RGB)
+  };
+
+  TiffTiles(fs::path path, std::vector<std::optional<Level>> levels) : path_(std::move(path)), levels_(std::move(levels)) {}
+  TiffTiles(const TiffTiles&) = delete;
+  TiffTiles& operator=(const TiffTiles&) = delete;
+  ~TiffTiles() {
+    for (auto& h : free_) TIFFClose(h->tif);
+  }
+
+  // The tiled directories of `path` that match OpenSlide's levels (same size, 8-bit RGB or JPEG YCbCr, contiguous
+  // samples, a compression libtiff decodes). nullptr when none does or the file does not open with libtiff.
+  static std::unique_ptr<TiffTiles> scan(const fs::path& path, const std::vector<LevelInfo>& levels) {
+    auto handle = open_handle(path);
+    if (!handle) return nullptr;
+    std::vector<std::optional<Level>> found(levels.size());
+    bool any = false;
+    tdir_t dir = 0;
+    do {
+      TIFF* t = handle->tif;
+      uint32_t w = 0, h = 0, tw = 0, th = 0;
+      uint16_t bps = 0, spp = 0, planar = 0, compression = 0, photometric = 0;
+      if (!TIFFIsTiled(t) || !TIFFGetField(t, TIFFTAG_IMAGEWIDTH, &w) || !TIFFGetField(t, TIFFTAG_IMAGELENGTH, &h) ||
+          !TIFFGetField(t, TIFFTAG_TILEWIDTH, &tw) || !TIFFGetField(t, TIFFTAG_TILELENGTH, &th) ||
+          !TIFFGetFieldDefaulted(t, TIFFTAG_BITSPERSAMPLE, &bps) ||
+          !TIFFGetFieldDefaulted(t, TIFFTAG_SAMPLESPERPIXEL, &spp) ||
+          !TIFFGetFieldDefaulted(t, TIFFTAG_PLANARCONFIG, &planar) ||
+          !TIFFGetFieldDefaulted(t, TIFFTAG_COMPRESSION, &compression) ||
+          !TIFFGetField(t, TIFFTAG_PHOTOMETRIC, &photometric))
+        continue;
+      const bool codec = compression == COMPRESSION_JPEG || compression == COMPRESSION_NONE ||
+                         compression == COMPRESSION_LZW || compression == COMPRESSION_ADOBE_DEFLATE ||
+                         compression == COMPRESSION_DEFLATE;
+      const bool ycbcr_jpeg = photometric == PHOTOMETRIC_YCBCR && compression == COMPRESSION_JPEG;
+      if (bps != 8 || spp != 3 || planar != PLANARCONFIG_CONTIG || !codec ||
+          !(photometric == PHOTOMETRIC_RGB || ycbcr_jpeg) || tw == 0 || th == 0 || tw > 4096 || th > 4096)
+        continue;
+      for (size_t i = 0; i < levels.size(); ++i)
+        if (!found[i] && levels[i].width == w && levels[i].height == h) {
+          found[i] = Level{dir, w, h, tw, th, ycbcr_jpeg};
+          any = true;
+        }
+    } while (++dir < 4096 && TIFFReadDirectory(handle->tif));
+    TIFFClose(handle->tif);
+    if (!any) return nullptr;
+    return std::make_unique<TiffTiles>(path, std::move(found));
+  }
+
+  bool has(int level) const { return levels_[static_cast<size_t>(level)].has_value(); }
+  std::pair<int64_t, int64_t> tile_size(int level) const {
+    const Level& lv = *levels_[static_cast<size_t>(level)];
+    return {lv.tile_w, lv.tile_h};
+  }
+
+  // Level pixels [lx, lx + rgb.cols) x [ly, ly + rgb.rows) into `rgb` (CV_8UC3, allocated by the caller); pixels
+  // beyond the level are white, as OpenSlide's transparent ones become. False on any libtiff failure.
+  bool read(int level, int64_t lx, int64_t ly, cv::Mat& rgb) {
+    const Level& lv = *levels_[static_cast<size_t>(level)];
+    std::unique_ptr<Handle> h = lease(level, lv);
+    if (!h) return false;
+    const int64_t x1 = lx + rgb.cols, y1 = ly + rgb.rows;
+    if (lx < 0 || ly < 0 || x1 > lv.width || y1 > lv.height) rgb.setTo(cv::Scalar::all(255));
+    const auto tile_bytes = static_cast<size_t>(lv.tile_w) * lv.tile_h * 3;
+    thread_local std::vector<uint8_t> tile;
+    if (tile.size() < tile_bytes) tile.resize(tile_bytes);
+    bool ok = true;
+    const int64_t cx1 = std::min(x1, lv.width), cy1 = std::min(y1, lv.height);
+    for (int64_t ty = std::max<int64_t>(0, ly) / lv.tile_h * lv.tile_h; ok && ty < cy1; ty += lv.tile_h)
+      for (int64_t tx = std::max<int64_t>(0, lx) / lv.tile_w * lv.tile_w; tx < cx1; tx += lv.tile_w) {
+        const ttile_t index = TIFFComputeTile(h->tif, static_cast<uint32_t>(tx), static_cast<uint32_t>(ty), 0, 0);
+        if (TIFFReadEncodedTile(h->tif, index, tile.data(), static_cast<tmsize_t>(tile_bytes)) !=
+            static_cast<tmsize_t>(tile_bytes)) {
+          ok = false;
+          break;
+        }
+        const int64_t ax = std::max(tx, lx), bx = std::min({tx + lv.tile_w, cx1});
+        const int64_t ay = std::max(ty, ly), by = std::min({ty + lv.tile_h, cy1});
+        for (int64_t y = ay; y < by; ++y)
+          std::memcpy(rgb.ptr<uint8_t>(static_cast<int>(y - ly)) + (ax - lx) * 3,
+                      tile.data() + ((y - ty) * lv.tile_w + (ax - tx)) * 3, static_cast<size_t>(bx - ax) * 3);
+      }
+    if (ok) give_back(std::move(h));  // a handle that failed is closed, not reused
+    else TIFFClose(h->tif);
+    return ok;
+  }
+
+ private:
+  struct Handle {
+    TIFF* tif = nullptr;
+    int level = -1;
+  };
+
+  static std::unique_ptr<Handle> open_handle(const fs::path& path) {
+    auto h = std::make_unique<Handle>();
+    TIFFOpenOptions* opts = TIFFOpenOptionsAlloc();
+    auto quiet = [](TIFF*, void*, const char*, const char*, va_list) -> int { return 1; };
+    TIFFOpenOptionsSetErrorHandlerExtR(opts, quiet, nullptr);
+    TIFFOpenOptionsSetWarningHandlerExtR(opts, quiet, nullptr);
+    h->tif = TIFFOpenExt(path.c_str(), "r", opts);
+    TIFFOpenOptionsFree(opts);
+    if (!h->tif) return nullptr;
+    return h;
+  }
+
+  std::unique_ptr<Handle> lease(int level, const Level& lv) {
+    {
+      std::lock_guard lock(mutex_);
+      for (auto it = free_.begin(); it != free_.end(); ++it)
+        if ((*it)->level == level) {
+          auto h = std::move(*it);
+          free_.erase(it);
+          return h;
+        }
+    }
+    auto h = open_handle(path_);
+    if (!h) return nullptr;
+    if (!TIFFSetDirectory(h->tif, lv.dir) ||
+        (lv.ycbcr_jpeg && !TIFFSetField(h->tif, TIFFTAG_JPEGCOLORMODE, JPEGCOLORMODE_RGB))) {
+      TIFFClose(h->tif);
+      return nullptr;
+    }
+    h->level = level;
+    return h;
+  }
+
+  void give_back(std::unique_ptr<Handle> h) {
+    std::lock_guard lock(mutex_);
+    free_.push_back(std::move(h));
+  }
+
+  fs::path path_;
+  std::vector<std::optional<Level>> levels_;
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<Handle>> free_;
+};
+
 std::string rect_str(const Rect64& r) {
   std::ostringstream s;
   s << "(x=" << r.x << ", y=" << r.y << ", width=" << r.width << ", height=" << r.height << ")";
@@ -150,6 +299,11 @@ struct Slide::Impl {
   std::optional<double> mpp;
   std::string mpp_source;
   std::string vendor;
+  // Direct tile reads (nullptr: none). direct[i]: 0 = not probed yet, 1 = direct, 2 = OpenSlide; probed on the first
+  // read of each level, under probe_mutex.
+  std::unique_ptr<TiffTiles> tiles;
+  std::unique_ptr<std::atomic<int>[]> direct;
+  std::mutex probe_mutex;
 
   ~Impl() {
     if (osr) openslide_close(osr);
@@ -161,6 +315,68 @@ struct Slide::Impl {
     if (!osr) return;
     if (const char* err = openslide_get_error(osr))
       throw Error(ErrorCode::corrupt, path.string() + ": " + during + " failed: " + err);
+  }
+
+  // openslide_read_region of `region` (level-0 pixels) at `level` into rgb (allocated: the level's pixel count).
+  void read_openslide(const Rect64& region, int level, cv::Mat& rgb) const {
+    // OpenSlide clears the destination itself (checked: a buffer filled with garbage reads back transparent outside
+    // the slide), so the buffer is not initialised here. A tile-sized buffer is kept per thread and reused: a fresh,
+    // zeroed 20 MB vector per tile cost a memset and page faults, ~5 % of the read.
+    constexpr size_t kKeep = size_t{1} << 24;  // pixels (64 MB) kept between calls; larger reads get their own buffer
+    thread_local std::unique_ptr<uint32_t[]> kept;
+    thread_local size_t kept_size = 0;
+    const auto n = static_cast<size_t>(rgb.total());
+    std::unique_ptr<uint32_t[]> own;
+    uint32_t* buf = nullptr;
+    if (n <= kKeep) {
+      if (kept_size < n) {
+        kept.reset();
+        kept.reset(new uint32_t[n]);
+        kept_size = n;
+      }
+      buf = kept.get();
+    } else {
+      own.reset(new uint32_t[n]);
+      buf = own.get();
+    }
+    openslide_read_region(osr, buf, region.x, region.y, level, rgb.cols, rgb.rows);
+    check_openslide(("reading region " + rect_str(region) + " at level " + std::to_string(level)).c_str());
+    argb_to_rgb(buf, rgb);
+  }
+
+  // Whether `level` is read directly: on its first use, a probe block of 2 x 2 tiles around the level's centre (or
+  // its top-left tile when the centre's tiles do not start on a whole level-0 pixel) is read both ways and must be
+  // identical byte for byte.
+  bool direct_ok(int level) {
+    if (!tiles) return false;
+    std::atomic<int>& state = direct[static_cast<size_t>(level)];
+    if (const int s = state.load(std::memory_order_acquire)) return s == 1;
+    std::lock_guard lock(probe_mutex);
+    if (const int s = state.load(std::memory_order_relaxed)) return s == 1;
+    bool same = false;
+    if (tiles->has(level)) {
+      const LevelInfo lv = levels[static_cast<size_t>(level)];
+      const auto [tw, th] = tiles->tile_size(level);
+      auto origin = [&](int64_t extent, int64_t tile) {
+        const int64_t c = std::max<int64_t>(0, (extent / 2) / tile * tile - tile / 2);
+        const double l0 = static_cast<double>(c) * lv.downsample;
+        return std::abs(l0 - std::round(l0)) < 1e-9 ? c : int64_t{0};
+      };
+      const int64_t lx = origin(lv.width, tw), ly = origin(lv.height, th);
+      const Rect64 region{std::llround(static_cast<double>(lx) * lv.downsample),
+                          std::llround(static_cast<double>(ly) * lv.downsample),
+                          std::max<int64_t>(1, std::llround(static_cast<double>(std::min<int64_t>(tw, lv.width - lx)) * lv.downsample)),
+                          std::max<int64_t>(1, std::llround(static_cast<double>(std::min<int64_t>(th, lv.height - ly)) * lv.downsample))};
+      const Rect64 inside{region.x, region.y, std::min(region.width, levels[0].width - region.x),
+                          std::min(region.height, levels[0].height - region.y)};
+      const int w = static_cast<int>(std::ceil(static_cast<double>(inside.width) / lv.downsample - 1e-9));
+      const int h = static_cast<int>(std::ceil(static_cast<double>(inside.height) / lv.downsample - 1e-9));
+      cv::Mat a(h, w, CV_8UC3), b(h, w, CV_8UC3);
+      read_openslide(inside, level, a);
+      same = tiles->read(level, lx, ly, b) && cv::norm(a, b, cv::NORM_INF) == 0.0;
+    }
+    state.store(same ? 1 : 2, std::memory_order_release);
+    return same;
   }
 };
 
@@ -207,6 +423,11 @@ Slide Slide::open(const fs::path& path, const SlideOpenParams& params) {
       impl->mpp_source = "openslide";
     } else if (impl->vendor == "generic-tiff") {
       if ((impl->mpp = tiff_resolution_mpp(path))) impl->mpp_source = "tiff-resolution";
+    }
+    if (params.direct_tiff && (impl->vendor == "generic-tiff" || impl->vendor == "aperio")) {
+      impl->tiles = TiffTiles::scan(path, impl->levels);
+      impl->direct = std::make_unique<std::atomic<int>[]>(impl->levels.size());
+      for (size_t i = 0; i < impl->levels.size(); ++i) impl->direct[i].store(0);
     }
   } else {
     if (!is_plain_image_extension(path)) {
@@ -266,6 +487,11 @@ double Slide::require_mpp() const {
 std::optional<double> Slide::objective_power() const {
   if (!impl_->osr) return std::nullopt;
   return parse_positive(openslide_get_property_value(impl_->osr, OPENSLIDE_PROPERTY_NAME_OBJECTIVE_POWER));
+}
+
+bool Slide::reads_tiff_directly(int index) const {
+  (void)level(index);  // bounds check
+  return impl_->direct_ok(index);
 }
 
 std::map<std::string, std::string> Slide::properties() const {
@@ -330,30 +556,15 @@ ImageView Slide::read_region(const Rect64& region, int level_index) const {
                 .clone();
     return v;
   }
-  // OpenSlide clears the destination itself (checked: a buffer filled with garbage reads back transparent outside the
-  // slide), so the buffer is not initialised here. A tile-sized buffer is kept per thread and reused: a fresh, zeroed
-  // 20 MB vector per tile cost a memset and page faults, ~5 % of the read.
-  constexpr size_t kKeep = size_t{1} << 24;  // pixels (64 MB) kept between calls; larger reads get a buffer of their own
-  thread_local std::unique_ptr<uint32_t[]> kept;
-  thread_local size_t kept_size = 0;
-  const auto n = static_cast<size_t>(w * h);
-  std::unique_ptr<uint32_t[]> own;
-  uint32_t* buf = nullptr;
-  if (n <= kKeep) {
-    if (kept_size < n) {
-      kept.reset();
-      kept.reset(new uint32_t[n]);
-      kept_size = n;
-    }
-    buf = kept.get();
-  } else {
-    own.reset(new uint32_t[n]);
-    buf = own.get();
-  }
-  openslide_read_region(impl_->osr, buf, region.x, region.y, level_index, w, h);
-  impl_->check_openslide(("reading region " + rect_str(region) + " at level " + std::to_string(level_index)).c_str());
   v.rgb.create(static_cast<int>(h), static_cast<int>(w), CV_8UC3);
-  argb_to_rgb(buf, v.rgb);
+  // Direct tile reads need the origin on one of the level's pixels (OpenSlide would otherwise resample by the
+  // fraction). A direct read that fails (a damaged tile) is redone through OpenSlide, whose error is then the one
+  // reported.
+  const double lx = static_cast<double>(region.x) / lv.downsample, ly = static_cast<double>(region.y) / lv.downsample;
+  if (std::abs(lx - std::round(lx)) < 1e-9 && std::abs(ly - std::round(ly)) < 1e-9 && impl_->direct_ok(level_index) &&
+      impl_->tiles->read(level_index, std::llround(lx), std::llround(ly), v.rgb))
+    return v;
+  impl_->read_openslide(region, level_index, v.rgb);
   return v;
 }
 

@@ -2,6 +2,12 @@
 // Slide access: whole-slide images through OpenSlide 3.4.1 (every format it reads), and plain PNG/JPEG/TIFF images as
 // one-level slides. Every failure is a grade::Error naming the file. A Slide may be read from several threads at
 // once; reads return identical pixels whatever the thread.
+//
+// Tiled TIFF slides (OpenSlide's generic-tiff and aperio formats) are read tile by tile with libtiff where that gives
+// exactly OpenSlide's pixels: OpenSlide 3.4 composites every decoded tile through cairo, which costs ~6x the JPEG
+// decode itself. Slide::open checks this per level on a probe tile (decoded both ways, compared byte for byte) and
+// reads through OpenSlide wherever the check fails, the level is not a plain tiled 8-bit RGB/YCbCr directory, or a
+// region's origin falls between the level's pixels.
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -27,6 +33,8 @@ enum class SlideBackend { openslide, plain_image };
 struct SlideOpenParams {
   // Micrometres per level-0 pixel given by the caller; overrides what the file says. 0 = use the file's.
   double mpp_override = 0.0;
+  // Read tiled TIFF levels with libtiff where it reproduces OpenSlide's pixels (see above); false = OpenSlide only.
+  bool direct_tiff = true;
 };
 
 class Slide {
@@ -54,6 +62,10 @@ class Slide {
   // mpp(), or Error(missing_mpp) naming the file and suggesting --mpp.
   double require_mpp() const;
   std::optional<double> objective_power() const;
+
+  // Whether reads of level `index` with a whole-pixel origin go through libtiff directly rather than
+  // openslide_read_region (see the top of this file). Always false for plain images.
+  bool reads_tiff_directly(int index) const;
 
   std::map<std::string, std::string> properties() const;
   std::vector<std::string> associated_image_names() const;

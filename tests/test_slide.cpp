@@ -336,4 +336,28 @@ TEST_CASE("direct TIFF tile reads give OpenSlide's pixels, byte for byte, on eve
     CHECK(boxes.reads_tiff_directly(1));
     CHECK(direct_levels == synth.level_count() + 4);
   }
+
+  // Damaged tiles: libjpeg only warns ("Corrupt JPEG data"), which OpenSlide treats as an error; direct reads must
+  // fail the same way rather than return the damaged pixels.
+  std::string bytes = grade::test::slurp(dir / "s.tiff");
+  REQUIRE(bytes.size() > 300'000);
+  for (size_t i = bytes.size() / 3; i < bytes.size() / 3 + 200'000; i += 997) bytes[i] = static_cast<char>(bytes[i] ^ 0x5a);
+  std::ofstream(dir / "damaged.tiff", std::ios::binary) << bytes;
+  for (const bool direct : {true, false}) {
+    CAPTURE(direct);
+    grade::SlideOpenParams op;
+    op.direct_tiff = direct;
+    const Slide d = Slide::open(dir / "damaged.tiff", op);
+    std::string message;
+    try {
+      for (int64_t y = 0; y < d.height(); y += 512)
+        for (int64_t x = 0; x < d.width(); x += 512)
+          d.read_region({x, y, std::min<int64_t>(512, d.width() - x), std::min<int64_t>(512, d.height() - y)}, 0);
+    } catch (const grade::Error& e) {
+      CHECK(e.code() == ErrorCode::corrupt);
+      message = e.what();
+    }
+    CHECK(message.find("damaged.tiff") != std::string::npos);
+    CHECK(message.find("Corrupt JPEG data") != std::string::npos);
+  }
 }

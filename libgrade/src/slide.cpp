@@ -137,9 +137,9 @@ cv::Mat to_rgb8(const cv::Mat& in, const fs::path& path) {
 }
 
 // Direct tile reads of a tiled TIFF slide with libtiff (see slide.hpp). One TIFF handle per level per concurrent
-// reader: libtiff handles are not thread-safe, and each handle stays on its level's directory. A handle's libtiff
-// errors are kept in the handle (not printed) so a failed read can be retried through OpenSlide, which then gives the
-// error its own words.
+// reader: libtiff handles are not thread-safe, and each handle stays on its level's directory. libtiff's errors and
+// warnings only mark the handle (nothing is printed): a read that meets one is redone through OpenSlide, which then
+// reports the problem in its own words.
 class TiffTiles {
  public:
   struct Level {
@@ -201,7 +201,7 @@ class TiffTiles {
   }
 
   // Level pixels [lx, lx + rgb.cols) x [ly, ly + rgb.rows) into `rgb` (CV_8UC3, allocated by the caller); pixels
-  // beyond the level are white, as OpenSlide's transparent ones become. False on any libtiff failure.
+  // beyond the level are white, as OpenSlide's transparent ones become. False on any libtiff error or decode warning.
   bool read(int level, int64_t lx, int64_t ly, cv::Mat& rgb) {
     const Level& lv = *levels_[static_cast<size_t>(level)];
     std::unique_ptr<Handle> h = lease(level, lv);
@@ -216,8 +216,10 @@ class TiffTiles {
     for (int64_t ty = std::max<int64_t>(0, ly) / lv.tile_h * lv.tile_h; ok && ty < cy1; ty += lv.tile_h)
       for (int64_t tx = std::max<int64_t>(0, lx) / lv.tile_w * lv.tile_w; tx < cx1; tx += lv.tile_w) {
         const ttile_t index = TIFFComputeTile(h->tif, static_cast<uint32_t>(tx), static_cast<uint32_t>(ty), 0, 0);
+        h->troubled = false;
         if (TIFFReadEncodedTile(h->tif, index, tile.data(), static_cast<tmsize_t>(tile_bytes)) !=
-            static_cast<tmsize_t>(tile_bytes)) {
+                static_cast<tmsize_t>(tile_bytes) ||
+            h->troubled) {
           ok = false;
           break;
         }
@@ -236,14 +238,20 @@ class TiffTiles {
   struct Handle {
     TIFF* tif = nullptr;
     int level = -1;
+    bool troubled = false;  // libtiff reported an error or a warning since it was last cleared
   };
 
   static std::unique_ptr<Handle> open_handle(const fs::path& path) {
     auto h = std::make_unique<Handle>();
     TIFFOpenOptions* opts = TIFFOpenOptionsAlloc();
-    auto quiet = [](TIFF*, void*, const char*, const char*, va_list) -> int { return 1; };
-    TIFFOpenOptionsSetErrorHandlerExtR(opts, quiet, nullptr);
-    TIFFOpenOptionsSetWarningHandlerExtR(opts, quiet, nullptr);
+    // Errors and warnings are not printed; both mark the handle. A warning during a tile's decode is libjpeg's
+    // "Corrupt JPEG data", which OpenSlide treats as an error, so the read is redone through OpenSlide.
+    auto note = [](TIFF*, void* user, const char*, const char*, va_list) -> int {
+      static_cast<Handle*>(user)->troubled = true;
+      return 1;
+    };
+    TIFFOpenOptionsSetErrorHandlerExtR(opts, note, h.get());
+    TIFFOpenOptionsSetWarningHandlerExtR(opts, note, h.get());
     h->tif = TIFFOpenExt(path.c_str(), "r", opts);
     TIFFOpenOptionsFree(opts);
     if (!h->tif) return nullptr;

@@ -379,9 +379,13 @@ struct Slide::Impl {
                           std::min(region.height, levels[0].height - region.y)};
       const int w = static_cast<int>(std::ceil(static_cast<double>(inside.width) / lv.downsample - 1e-9));
       const int h = static_cast<int>(std::ceil(static_cast<double>(inside.height) / lv.downsample - 1e-9));
+      // libtiff first: a probe block it finds damaged is never read through OpenSlide, whose errors are sticky (one
+      // failed read fails every later read of the handle).
       cv::Mat a(h, w, CV_8UC3), b(h, w, CV_8UC3);
-      read_openslide(inside, level, a);
-      same = tiles->read(level, lx, ly, b) && cv::norm(a, b, cv::NORM_INF) == 0.0;
+      if (tiles->read(level, lx, ly, b)) {
+        read_openslide(inside, level, a);
+        same = cv::norm(a, b, cv::NORM_INF) == 0.0;
+      }
     }
     state.store(same ? 1 : 2, std::memory_order_release);
     return same;

@@ -3,7 +3,7 @@
 //
 //   bench_mitosis_quality [--all] [--model FILE.onnx [--screen SCREEN.onnx]] [--screen-threshold T] [--threshold T]
 //                         [--candidate-min-od OD] [--candidate-separation-um UM] [--candidate-centroid-um UM]
-//                         [--orientations N] [--csv OUT.csv]
+//                         [--midpoint-min-score S] [--orientations N] [--csv OUT.csv]
 //   bench_mitosis_quality --dump-candidates OUT.csv      (stage-1 candidates of every image, for training)
 //
 // Prints the recall / FP-per-mm^2 curve on AMi-Br, recall per class and dataset at the operating threshold, and the
@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   double candidate_separation_um = grade::MitosisParams{}.candidate_separation_um;
   double candidate_centroid_um = grade::MitosisParams{}.candidate_centroid_um;
   double threshold = grade::MitosisParams{}.threshold;
+  double midpoint_min_score = grade::MitosisParams{}.midpoint_min_score;
   int orientations = grade::MitosisParams{}.orientations;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -53,6 +54,7 @@ int main(int argc, char** argv) {
     else if (a == "--candidate-separation-um") candidate_separation_um = std::stod(next());
     else if (a == "--candidate-centroid-um") candidate_centroid_um = std::stod(next());
     else if (a == "--threshold") threshold = std::stod(next());
+    else if (a == "--midpoint-min-score") midpoint_min_score = std::stod(next());
     else if (a == "--csv") csv_path = next();
     else if (a == "--orientations") orientations = std::stoi(next());
     else if (a == "--dump-candidates") dump_path = next();
@@ -69,6 +71,7 @@ int main(int argc, char** argv) {
   params.candidate_min_od = candidate_min_od;
   params.candidate_separation_um = candidate_separation_um;
   params.candidate_centroid_um = candidate_centroid_um;
+  params.midpoint_min_score = midpoint_min_score;
   if (!model_path.empty())
     params.model = me::load_model(model_path, screen_path);
   else if (!screen_path.empty())

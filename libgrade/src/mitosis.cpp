@@ -5,6 +5,7 @@
 #include <array>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <string>
 
 #include <opencv2/dnn.hpp>
@@ -372,11 +373,14 @@ std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const Mitos
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
                                     [&](const MitosisCandidate& c) { return params.exclude(c.x, c.y); }),
                      candidates.end());
+  // Detections are kept down to `floor`: the threshold, or lower when a partner for the midpoint rule may score less.
+  const bool midpoints = params.midpoint_min_score > 0.0;
+  const double floor = midpoints ? std::min(params.threshold, params.midpoint_min_score) : params.threshold;
   std::vector<MitosisDetection> dets;
   auto classify = [&](const std::vector<MitosisCandidate>& cs) {
     const auto scores = score_mitosis_candidates(image, cs, params);
     for (size_t i = 0; i < cs.size(); ++i)
-      if (scores[i] >= params.threshold) dets.push_back({cs[i].x, cs[i].y, scores[i]});
+      if (scores[i] >= floor) dets.push_back({cs[i].x, cs[i].y, scores[i]});
   };
   if (whole) {
     classify(candidates);
@@ -416,21 +420,33 @@ std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const Mitos
     if (a.score != b.score) return a.score > b.score;
     return a.y != b.y ? a.y < b.y : a.x < b.x;
   });
+  // partner[k]: the highest-scoring detection that kept[k] suppressed first, if it scores >= midpoint_min_score.
   std::vector<MitosisDetection> kept;
+  std::vector<std::optional<MitosisDetection>> partner;
   for (const auto& d : dets) {
-    bool close = false;
-    for (const auto& k : kept)
-      if ((k.x - d.x) * (k.x - d.x) + (k.y - d.y) * (k.y - d.y) < r * r) {
-        close = true;
-        break;
-      }
-    if (!close) kept.push_back(d);
+    size_t by = kept.size();
+    for (size_t k = 0; k < kept.size() && by == kept.size(); ++k)
+      if ((kept[k].x - d.x) * (kept[k].x - d.x) + (kept[k].y - d.y) * (kept[k].y - d.y) < r * r) by = k;
+    if (by == kept.size()) {
+      kept.push_back(d);
+      partner.emplace_back();
+    } else if (midpoints && !partner[by] && d.score >= params.midpoint_min_score) {
+      partner[by] = d;
+    }
   }
-  if (!whole)
-    kept.erase(std::remove_if(kept.begin(), kept.end(),
-                              [&](const MitosisDetection& d) { return !inside(d.x, d.y, 0.0); }),
-               kept.end());
-  return kept;
+  // Which detections are returned is decided at their own positions (the threshold; the region, so that tiles
+  // neither lose nor repeat one); the reported position is then the midpoint with the partner.
+  std::vector<MitosisDetection> out;
+  for (size_t k = 0; k < kept.size(); ++k) {
+    MitosisDetection d = kept[k];
+    if (d.score < params.threshold || (!whole && !inside(d.x, d.y, 0.0))) continue;
+    if (partner[k]) {
+      d.x = 0.5 * (d.x + partner[k]->x);
+      d.y = 0.5 * (d.y + partner[k]->y);
+    }
+    out.push_back(d);
+  }
+  return out;
 }
 
 }  // namespace grade

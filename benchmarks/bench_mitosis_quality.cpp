@@ -1,8 +1,10 @@
 // Mitosis detector quality on ../shared/data, by the definitions of ../shared/eval/eval_mitosis.py, on the source
 // images held out from training (tools/train/train_mitosis.py; same split rule, libgrade/src/mitosis_eval.hpp).
+// --fold K evaluates the quarter K of the source groups instead of the committed networks' quarter 3, for networks
+// trained with train_mitosis.py --fold K (cross-validation).
 //
-//   bench_mitosis_quality [--all] [--model FILE.onnx [--screen SCREEN.onnx]] [--screen-threshold T] [--threshold T]
-//                         [--candidate-min-od OD] [--candidate-separation-um UM] [--candidate-centroid-um UM]
+//   bench_mitosis_quality [--all | --fold K] [--model FILE.onnx [--screen SCREEN.onnx]] [--screen-threshold T]
+//                         [--threshold T] [--candidate-min-od OD] [--candidate-separation-um UM] [--candidate-centroid-um UM]
 //                         [--midpoint-min-score S] [--orientations N] [--csv OUT.csv]
 //   bench_mitosis_quality --dump-candidates OUT.csv      (stage-1 candidates of every image, for training)
 //
@@ -32,6 +34,7 @@ static cv::Mat load_rgb(const std::string& path) {
 
 int main(int argc, char** argv) {
   bool all = false;
+  int fold = 3;
   std::string model_path, screen_path, csv_path, dump_path;
   double screen_threshold = grade::MitosisParams{}.screen_threshold;
   double candidate_min_od = grade::MitosisParams{}.candidate_min_od;
@@ -47,6 +50,7 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--all") all = true;
+    else if (a == "--fold") fold = std::stoi(next());
     else if (a == "--model") model_path = next();
     else if (a == "--screen") screen_path = next();
     else if (a == "--screen-threshold") screen_threshold = std::stod(next());
@@ -63,7 +67,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  const auto images = me::list_images(GRADE_SHARED_DATA);
+  if (fold < 0 || fold > 3) throw std::runtime_error("--fold must be 0..3");
+  const auto images = me::list_images(GRADE_SHARED_DATA, fold);
   grade::MitosisParams params;
   params.threshold = 0.0;  // keep every scored candidate: the curve is over thresholds
   params.orientations = orientations;

@@ -137,6 +137,10 @@ TEST_CASE("bad inputs and parameters throw grade::Error naming the value") {
   p.screen_threshold = 1.0;
   CHECK_THROWS_AS(grade::detect_mitoses(grade::make_view(cv::Mat(64, 64, CV_8UC3, cv::Scalar::all(200)), 0.25), p),
                   grade::Error);
+  p = {};
+  p.midpoint_min_score = 1.5;
+  CHECK_THROWS_AS(grade::detect_mitoses(grade::make_view(cv::Mat(64, 64, CV_8UC3, cv::Scalar::all(200)), 0.25), p),
+                  grade::Error);
 }
 
 TEST_CASE("the screen network scores ordinary nuclei 0; what it passes gets the main network's score") {

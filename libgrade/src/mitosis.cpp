@@ -53,6 +53,9 @@ void check_params(const MitosisParams& p) {
   if (p.orientations < 1 || p.orientations > 8)
     throw Error(ErrorCode::invalid_argument,
                 "detect_mitoses: orientations must be in 1..8, got " + std::to_string(p.orientations));
+  if (!(p.midpoint_min_score >= 0.0 && p.midpoint_min_score <= 1.0))
+    throw Error(ErrorCode::invalid_argument,
+                "detect_mitoses: midpoint_min_score must be in [0, 1], got " + num(p.midpoint_min_score));
   if (!(p.candidate_centroid_um >= 0.0 && p.candidate_centroid_um <= 50.0))
     throw Error(ErrorCode::invalid_argument,
                 "detect_mitoses: candidate_centroid_um must be in [0, 50], got " + num(p.candidate_centroid_um));
@@ -373,14 +376,14 @@ std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const Mitos
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
                                     [&](const MitosisCandidate& c) { return params.exclude(c.x, c.y); }),
                      candidates.end());
-  // Detections are kept down to `floor`: the threshold, or lower when a partner for the midpoint rule may score less.
+  // Detections are kept down to `lowest`: the threshold, or lower when a partner for the midpoint rule may score less.
   const bool midpoints = params.midpoint_min_score > 0.0;
-  const double floor = midpoints ? std::min(params.threshold, params.midpoint_min_score) : params.threshold;
+  const double lowest = midpoints ? std::min(params.threshold, params.midpoint_min_score) : params.threshold;
   std::vector<MitosisDetection> dets;
   auto classify = [&](const std::vector<MitosisCandidate>& cs) {
     const auto scores = score_mitosis_candidates(image, cs, params);
     for (size_t i = 0; i < cs.size(); ++i)
-      if (scores[i] >= floor) dets.push_back({cs[i].x, cs[i].y, scores[i]});
+      if (scores[i] >= lowest) dets.push_back({cs[i].x, cs[i].y, scores[i]});
   };
   if (whole) {
     classify(candidates);

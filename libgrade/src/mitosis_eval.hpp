@@ -80,7 +80,8 @@ inline std::vector<std::map<std::string, std::string>> read_csv(const std::files
 }
 
 // Every development image, sorted by (set, name). Held out: per set, the sorted distinct groups with index % 4 == 3.
-inline std::vector<DevImage> list_images(const std::filesystem::path& data) {
+// `fold`: which quarter of each set's sorted source groups is held out (3 = the committed networks' split).
+inline std::vector<DevImage> list_images(const std::filesystem::path& data, int fold = 3) {
   namespace fs = std::filesystem;
   std::vector<DevImage> v;
   {
@@ -131,7 +132,7 @@ inline std::vector<DevImage> list_images(const std::filesystem::path& data) {
   for (const auto& [set, gs] : groups) {
     int i = 0;
     for (const auto& g : gs)
-      if (i++ % 4 == 3) held.insert(g);
+      if (i++ % 4 == fold) held.insert(g);
   }
   for (auto& d : v) d.held_out = held.count(d.group) > 0;
   return v;

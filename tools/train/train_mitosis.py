@@ -52,11 +52,11 @@ CROP = 64
 PAD = 8  # extra context around the crop for shift augmentation
 
 
-def held_out_groups(groups_by_set):
+def held_out_groups(groups_by_set, fold=3):
     held = set()
     for s, gs in groups_by_set.items():
         for i, g in enumerate(sorted(gs)):
-            if i % 4 == 3:
+            if i % 4 == fold:
                 held.add(g)
     return held
 
@@ -174,6 +174,9 @@ def main():
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--neg-per-epoch", type=int, default=9000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--fold", type=int, default=3, choices=range(4),
+                    help="hold out the source groups with sorted index %% 4 == FOLD (3: the committed networks' split; "
+                    "0-2 for cross-validation, bench_mitosis_quality --fold)")
     ap.add_argument("--init-only", action="store_true", help="export the untrained network (for bootstrapping)")
     ap.add_argument("--scores-out", help="write held-out candidate scores (CSV) here")
     ap.add_argument("--arch", choices=["tiny", "small", "large"], default="small")
@@ -212,7 +215,7 @@ def main():
     groups_by_set = defaultdict(set)
     for (s, _), rows in by_image.items():
         groups_by_set[s].add(rows[0]["group"])
-    held = held_out_groups(groups_by_set)
+    held = held_out_groups(groups_by_set, a.fold)
 
     X = {"train": [], "test": []}
     Y = {"train": [], "test": []}

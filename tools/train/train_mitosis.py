@@ -15,6 +15,9 @@ Reproducible (fixed seeds, CPU; the committed models were made exactly so, ~15 +
   $T --arch large --screen /tmp/mitosis_small.onnx --screen-threshold 0.02 --neg-per-epoch 100000 --easy-negatives 2000 \
      --epochs 30 --threads 1 --warp 0.5 --lr 2e-3 --out libgrade/models/mitosis_cnn.onnx
   # held-out summary of a network, behind a screen: --eval NET.onnx [--screen S.onnx --screen-threshold T]
+  # cross-validation: the same three commands with --fold K (K = 0, 1, 2; the committed networks are fold 3) and
+  # their own --out files, then bench_mitosis_quality --fold K --model MAIN --screen SCREEN --csv cvK.csv per fold
+  # (benchmarks/README.md, "Cross-validation")
 The screen (tiny) is exported without its first layer, the 2x2 average, which libgrade applies to the crop itself
 (class Pooled). The committed screen was exported before that and converted, same weights and outputs, with
   /usr/bin/python3 tools/train/train_mitosis.py --convert-pooled OLD_SCREEN.onnx \

@@ -209,8 +209,8 @@ int main(int argc, char** argv) {
         }
         const double dec = decode_seconds(slide, reads, static_cast<int>(t));
         const double own = libgrade_read_seconds(slide, reads, static_cast<int>(t));
-        std::printf("| %ldx%ld | %lld | %.0f | %ld | %.2f | %.2f | %.2f | %.2f | %.2f | **%.2f** | %.2f | %.0f | G%d | %d | "
-                    "%.1f |\n",
+        std::printf("| %ldx%ld | %lld | %.0f | %ld | %.2f | %.2f | %.2f | %.2f | %.2f | **%.2f** | %.2f | %.0f | G%d | "
+                    "%d | %.1f |\n",
                     side, side, tiles, mp, t, dec, own, grade_s, wall - grade_s, wall, wall / dec, wall / own, rss, g,
                     count, nec);
         std::fflush(stdout);

@@ -4,8 +4,8 @@
 // trained with train_mitosis.py --fold K (cross-validation).
 //
 //   bench_mitosis_quality [--all | --fold K] [--model FILE.onnx [--screen SCREEN.onnx]] [--screen-threshold T]
-//                         [--threshold T] [--candidate-min-od OD] [--candidate-separation-um UM] [--candidate-centroid-um UM]
-//                         [--midpoint-min-score S] [--orientations N] [--csv OUT.csv]
+//                         [--threshold T] [--candidate-min-od OD] [--candidate-separation-um UM]
+//                         [--candidate-centroid-um UM] [--midpoint-min-score S] [--orientations N] [--csv OUT.csv]
 //   bench_mitosis_quality --dump-candidates OUT.csv      (stage-1 candidates of every image, for training)
 //
 // Prints the recall / FP-per-mm^2 curve on AMi-Br, recall per class and dataset at the operating threshold, and the

@@ -286,7 +286,8 @@ std::vector<Rect64> probe_regions(const Slide& s, int level) {
   for (int i = 0; i < 12; ++i) {
     const int64_t rw = std::min<int64_t>(w, 1 + (i * 211 * ds) % (700 * ds));
     const int64_t rh = std::min<int64_t>(h, 1 + (i * 157 * ds) % (500 * ds));
-    int64_t x = ((i * 7919) % std::max<int64_t>(1, w - rw)) / ds * ds, y = ((i * 104729) % std::max<int64_t>(1, h - rh)) / ds * ds;
+    int64_t x = ((i * 7919) % std::max<int64_t>(1, w - rw)) / ds * ds;
+    int64_t y = ((i * 104729) % std::max<int64_t>(1, h - rh)) / ds * ds;
     if (i % 3 == 1) x = std::min(w - rw, x + 1);  // an origin between level pixels when ds > 1
     if (i == 4) x = w - rw;                        // the right and bottom edges
     if (i == 5) y = h - rh;
@@ -341,7 +342,8 @@ TEST_CASE("direct TIFF tile reads give OpenSlide's pixels, byte for byte, on eve
   // fail the same way rather than return the damaged pixels.
   std::string bytes = grade::test::slurp(dir / "s.tiff");
   REQUIRE(bytes.size() > 300'000);
-  for (size_t i = bytes.size() / 3; i < bytes.size() / 3 + 200'000; i += 997) bytes[i] = static_cast<char>(bytes[i] ^ 0x5a);
+  for (size_t i = bytes.size() / 3; i < bytes.size() / 3 + 200'000; i += 997)
+    bytes[i] = static_cast<char>(bytes[i] ^ 0x5a);
   std::ofstream(dir / "damaged.tiff", std::ios::binary) << bytes;
   for (const bool direct : {true, false}) {
     CAPTURE(direct);

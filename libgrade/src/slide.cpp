@@ -149,7 +149,8 @@ class TiffTiles {
     bool ycbcr_jpeg = false;  // decoded to RGB by libjpeg (JPEGCOLORMODE_RGB)
   };
 
-  TiffTiles(fs::path path, std::vector<std::optional<Level>> levels) : path_(std::move(path)), levels_(std::move(levels)) {}
+  TiffTiles(fs::path path, std::vector<std::optional<Level>> levels)
+      : path_(std::move(path)), levels_(std::move(levels)) {}
   TiffTiles(const TiffTiles&) = delete;
   TiffTiles& operator=(const TiffTiles&) = delete;
   ~TiffTiles() {
@@ -367,16 +368,15 @@ struct Slide::Impl {
       const auto [tw, th] = tiles->tile_size(level);
       auto origin = [&](int64_t extent, int64_t tile) {
         const int64_t c = std::max<int64_t>(0, (extent / 2) / tile * tile - tile / 2);
-        const double l0 = static_cast<double>(c) * lv.downsample;
-        return std::abs(l0 - std::round(l0)) < 1e-9 ? c : int64_t{0};
+        const double at0 = static_cast<double>(c) * lv.downsample;
+        return std::abs(at0 - std::round(at0)) < 1e-9 ? c : int64_t{0};
       };
       const int64_t lx = origin(lv.width, tw), ly = origin(lv.height, th);
-      const Rect64 region{std::llround(static_cast<double>(lx) * lv.downsample),
-                          std::llround(static_cast<double>(ly) * lv.downsample),
-                          std::max<int64_t>(1, std::llround(static_cast<double>(std::min<int64_t>(tw, lv.width - lx)) * lv.downsample)),
-                          std::max<int64_t>(1, std::llround(static_cast<double>(std::min<int64_t>(th, lv.height - ly)) * lv.downsample))};
-      const Rect64 inside{region.x, region.y, std::min(region.width, levels[0].width - region.x),
-                          std::min(region.height, levels[0].height - region.y)};
+      const int64_t bw = std::min<int64_t>(tw, lv.width - lx), bh = std::min<int64_t>(th, lv.height - ly);
+      auto l0 = [&](int64_t v) { return static_cast<int64_t>(std::llround(static_cast<double>(v) * lv.downsample)); };
+      // The block in level-0 pixels, clipped to the slide (a level's last pixel may reach past level 0's edge).
+      const Rect64 inside{l0(lx), l0(ly), std::min(std::max<int64_t>(1, l0(bw)), levels[0].width - l0(lx)),
+                          std::min(std::max<int64_t>(1, l0(bh)), levels[0].height - l0(ly))};
       const int w = static_cast<int>(std::ceil(static_cast<double>(inside.width) / lv.downsample - 1e-9));
       const int h = static_cast<int>(std::ceil(static_cast<double>(inside.height) / lv.downsample - 1e-9));
       // libtiff first: a probe block it finds damaged is never read through OpenSlide, whose errors are sticky (one

@@ -55,7 +55,8 @@ int main(int argc, char** argv) {
     else if (a == "--screen" && i + 1 < argc) screen_path = argv[++i];
     else {
       std::fprintf(stderr, "usage: bench_mitosis_speed [--slide S.tiff] [--screen-threshold T] [--candidate-min-od OD] "
-                           "[--candidate-separation-um UM] [--candidate-centroid-um UM] [--model MAIN.onnx [--screen SCREEN.onnx]]\n");
+                           "[--candidate-separation-um UM] [--candidate-centroid-um UM] "
+                           "[--model MAIN.onnx [--screen SCREEN.onnx]]\n");
       return 2;
     }
   }

@@ -59,15 +59,21 @@ std::optional<double> parse_positive(const char* s) {
   return v;
 }
 
-// Reads the TIFF resolution tags of the first directory; nullopt when absent or without a physical unit.
-std::optional<double> tiff_resolution_mpp(const fs::path& path) {
+// Opens `path` for reading with libtiff's errors and warnings going to `handler` (with `user`) for this handle only,
+// never to the user's terminal. nullptr when libtiff cannot open it.
+TIFF* open_tiff(const fs::path& path, TIFFErrorHandlerExtR handler, void* user) {
   TIFFOpenOptions* opts = TIFFOpenOptionsAlloc();
-  // Silence libtiff for this handle only: a missing tag is not worth a message on the user's terminal.
-  auto quiet = [](TIFF*, void*, const char*, const char*, va_list) -> int { return 1; };
-  TIFFOpenOptionsSetErrorHandlerExtR(opts, quiet, nullptr);
-  TIFFOpenOptionsSetWarningHandlerExtR(opts, quiet, nullptr);
+  TIFFOpenOptionsSetErrorHandlerExtR(opts, handler, user);
+  TIFFOpenOptionsSetWarningHandlerExtR(opts, handler, user);
   TIFF* tif = TIFFOpenExt(path.c_str(), "r", opts);
   TIFFOpenOptionsFree(opts);
+  return tif;
+}
+
+// Reads the TIFF resolution tags of the first directory; nullopt when absent or without a physical unit.
+std::optional<double> tiff_resolution_mpp(const fs::path& path) {
+  // A missing tag is not worth a message.
+  TIFF* tif = open_tiff(path, [](TIFF*, void*, const char*, const char*, va_list) -> int { return 1; }, nullptr);
   if (!tif) return std::nullopt;
   float xres = 0.f, yres = 0.f;
   uint16_t unit = RESUNIT_NONE;
@@ -244,17 +250,13 @@ class TiffTiles {
 
   static std::unique_ptr<Handle> open_handle(const fs::path& path) {
     auto h = std::make_unique<Handle>();
-    TIFFOpenOptions* opts = TIFFOpenOptionsAlloc();
-    // Errors and warnings are not printed; both mark the handle. A warning during a tile's decode is libjpeg's
-    // "Corrupt JPEG data", which OpenSlide treats as an error, so the read is redone through OpenSlide.
+    // Errors and warnings mark the handle. A warning during a tile's decode is libjpeg's "Corrupt JPEG data", which
+    // OpenSlide treats as an error, so the read is redone through OpenSlide.
     auto note = [](TIFF*, void* user, const char*, const char*, va_list) -> int {
       static_cast<Handle*>(user)->troubled = true;
       return 1;
     };
-    TIFFOpenOptionsSetErrorHandlerExtR(opts, note, h.get());
-    TIFFOpenOptionsSetWarningHandlerExtR(opts, note, h.get());
-    h->tif = TIFFOpenExt(path.c_str(), "r", opts);
-    TIFFOpenOptionsFree(opts);
+    h->tif = open_tiff(path, note, h.get());
     if (!h->tif) return nullptr;
     return h;
   }

@@ -6,11 +6,12 @@
 // 0.25 um/px), the hematoxylin optical density is obtained by colour deconvolution (Ruifrok & Johnston, Anal Quant
 // Cytol Histol 2001) through per-channel look-up tables, smoothed, and its local maxima above `candidate_min_od` are the
 // candidates (condensed chromatin is the densest hematoxylin in the tissue; this is the "dark blob" detector of the
-// evaluation README, tuned for recall), each moved to the centroid of the dark mass around its peak. Stage 2 (only on candidates): a cheap screen network (the crop at 0.5 um/px,
-// 15k parameters) drops the plain non-mitotic candidates (about 90 % of them in ordinary tumour), and a larger network
-// (0.28 M parameters; conv / batch-norm / ReLU / max-pool, global average pooling; in the spirit of Ciresan et al.,
-// MICCAI 2013, and of the two-stage detectors of the MIDOG challenges, Aubreville et al., MedIA 2023) gives each
-// remaining candidate the probability of being a mitotic figure. Both were trained on the AMi-Br patches (Bertram et
+// evaluation README, tuned for recall), each moved to the centroid of the dark mass around its peak. Stage 2 (only on
+// candidates): a cheap screen network (the crop at 0.5 um/px, 15k parameters) drops the plain non-mitotic candidates
+// (about 90 % of them in ordinary tumour), and a larger network (0.28 M parameters; conv / batch-norm / ReLU /
+// max-pool, global average pooling; in the spirit of Ciresan et al., MICCAI 2013, and of the two-stage detectors of the
+// MIDOG challenges, Aubreville et al., MedIA 2023) gives each remaining candidate the probability of being a mitotic
+// figure. Both were trained on the AMi-Br patches (Bertram et
 // al., BVM 2025) with look-alike negatives from the same patches and from nucleus data sets
 // (tools/train/train_mitosis.py; provenance and numbers in benchmarks/README.md). Detections closer than
 // `nms_radius_um` to a higher-scoring one are dropped (one figure, e.g. the two halves of an anaphase, gives one

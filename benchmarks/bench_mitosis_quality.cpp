@@ -3,13 +3,16 @@
 // --fold K evaluates the quarter K of the source groups instead of the committed networks' quarter 3, for networks
 // trained with train_mitosis.py --fold K (cross-validation).
 //
-//   bench_mitosis_quality [--all | --fold K] [--model FILE.onnx [--screen SCREEN.onnx]] [--screen-threshold T]
+//   bench_mitosis_quality [--all | --fold K] [--model FILE.onnx [--screen SCREEN.onnx] [--locate LOCATE.onnx]]
+//                         [--no-locate] [--screen-threshold T]
 //                         [--threshold T] [--candidate-min-od OD] [--candidate-separation-um UM]
 //                         [--candidate-centroid-um UM] [--midpoint-min-score S] [--orientations N] [--csv OUT.csv]
+//                         [--nuclei-csv OUT.csv]
 //   bench_mitosis_quality --dump-candidates OUT.csv      (stage-1 candidates of every image, for training)
 //
 // Prints the recall / FP-per-mm^2 curve on AMi-Br, recall per class and dataset at the operating threshold, and the
-// detections per mm^2 on the nucleus images (consep, monuseg, cpm15), where mitoses are rare.
+// detections per mm^2 on the nucleus images (consep, monuseg, cpm15), where mitoses are rare. --csv writes the AMi-Br
+// detections (eval_mitosis.py's input), --nuclei-csv those on the nucleus images (set,image,x,y,score), to view them.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -35,7 +38,8 @@ static cv::Mat load_rgb(const std::string& path) {
 int main(int argc, char** argv) {
   bool all = false;
   int fold = 3;
-  std::string model_path, screen_path, csv_path, dump_path;
+  std::string model_path, screen_path, locate_path, csv_path, nuclei_csv_path, dump_path;
+  bool locate = grade::MitosisParams{}.locate;
   double screen_threshold = grade::MitosisParams{}.screen_threshold;
   double candidate_min_od = grade::MitosisParams{}.candidate_min_od;
   double candidate_separation_um = grade::MitosisParams{}.candidate_separation_um;
@@ -53,6 +57,8 @@ int main(int argc, char** argv) {
     else if (a == "--fold") fold = std::stoi(next());
     else if (a == "--model") model_path = next();
     else if (a == "--screen") screen_path = next();
+    else if (a == "--locate") locate_path = next();
+    else if (a == "--no-locate") locate = false;
     else if (a == "--screen-threshold") screen_threshold = std::stod(next());
     else if (a == "--candidate-min-od") candidate_min_od = std::stod(next());
     else if (a == "--candidate-separation-um") candidate_separation_um = std::stod(next());
@@ -60,6 +66,7 @@ int main(int argc, char** argv) {
     else if (a == "--threshold") threshold = std::stod(next());
     else if (a == "--midpoint-min-score") midpoint_min_score = std::stod(next());
     else if (a == "--csv") csv_path = next();
+    else if (a == "--nuclei-csv") nuclei_csv_path = next();
     else if (a == "--orientations") orientations = std::stoi(next());
     else if (a == "--dump-candidates") dump_path = next();
     else {
@@ -77,10 +84,11 @@ int main(int argc, char** argv) {
   params.candidate_separation_um = candidate_separation_um;
   params.candidate_centroid_um = candidate_centroid_um;
   params.midpoint_min_score = midpoint_min_score;
+  params.locate = locate;
   if (!model_path.empty())
-    params.model = me::load_model(model_path, screen_path);
-  else if (!screen_path.empty())
-    throw std::runtime_error("--screen needs --model (the main network it screens for)");
+    params.model = me::load_model(model_path, screen_path, locate_path);
+  else if (!screen_path.empty() || !locate_path.empty())
+    throw std::runtime_error("--screen and --locate need --model (the main network they go with)");
 
   if (!dump_path.empty()) {
     std::ofstream out(dump_path);
@@ -102,10 +110,14 @@ int main(int argc, char** argv) {
   std::vector<const me::DevImage*> patches;
   std::vector<cv::Size> sizes;
   std::vector<me::Det> dets;
-  std::ofstream csv;
+  std::ofstream csv, nuclei_csv;
   if (!csv_path.empty()) {
     csv.open(csv_path);
     csv << "image,x,y,score\n";
+  }
+  if (!nuclei_csv_path.empty()) {
+    nuclei_csv.open(nuclei_csv_path);
+    nuclei_csv << "set,image,x,y,score\n";
   }
   struct SetStats {
     double area_mm2 = 0;
@@ -134,7 +146,11 @@ int main(int argc, char** argv) {
       auto& s = nuclei[d.set];
       s.area_mm2 += rgb.total() * d.mpp * d.mpp * 1e-6;
       ++s.images;
-      for (const auto& k : det) s.scores.push_back(k.score);
+      for (const auto& k : det) {
+        s.scores.push_back(k.score);
+        if (nuclei_csv.is_open())
+          nuclei_csv << d.set << "," << d.name << "," << k.x << "," << k.y << "," << k.score << "\n";
+      }
     }
   }
   const auto e = me::evaluate_patches(patches, sizes, dets);

@@ -3,11 +3,13 @@
 // benchmarks/bench_mitosis_quality measured (benchmarks/README.md, "Mitosis") with a small margin: the test fails when
 // the detector gets worse, not when it misses the issue's targets (which it does not reach; see the README).
 // Measured (screen + main network, screen threshold 0.3, threshold 0.9, candidates at the centroid of their dark
-// mass, a detection that suppressed another >= 0.9 reported at their midpoint): recall 0.791, 0 FP/mm^2 (no false
-// positive in 0.386 mm^2), atypical recall 0.782, nucleus images 1.4 detections/mm^2 (1 in 0.72 mm^2); best recall at
-// <= 3 FP/mm^2 over the thresholds >= 0.9 0.791 (over all thresholds, bench_mitosis_quality: 0.871). (Without the
-// midpoints: 0.787, 5.2, 0.769, 1.4, 0.602; at the peaks, before: 0.735, 10.4, 0.692, 1.4, 0.602.) One false positive
-// here is 2.6 FP/mm^2: the FP bound allows one, the nucleus bound three more.
+// mass, a detection that suppressed another >= 0.9 reported at their midpoint, then moved by the locator network):
+// recall 0.789, 0 FP/mm^2 (no false positive in 0.386 mm^2), atypical recall 0.769, nucleus images 1.4
+// detections/mm^2 (1 in 0.72 mm^2); best recall at <= 3 FP/mm^2 over the thresholds >= 0.9 0.789 (over all
+// thresholds, bench_mitosis_quality: 0.920). (Before the locator: 0.791, 0, 0.782, 1.4, 0.791 (0.871); without the
+// midpoints: 0.787, 5.2, 0.769, 1.4, 0.602; at the peaks: 0.735, 10.4, 0.692, 1.4, 0.602.) One false positive here is
+// 2.6 FP/mm^2: the FP bound allows one, the nucleus bound three more. The cross-validated numbers (all four quarters)
+// are in the README.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -70,7 +72,7 @@ TEST_CASE("held-out AMi-Br patches and nucleus images: recall, FP/mm^2, detectio
   std::printf("best recall at <= 3 FP/mm^2: %.3f\n", recall_at_3);
   CHECK(p.recall >= 0.77);
   CHECK(p.fp_per_mm2 <= 3.0);
-  CHECK(atypical >= 0.76);
+  CHECK(atypical >= 0.75);
   CHECK(nuclei_rate <= 5.6);
   CHECK(recall_at_3 >= 0.77);
 }
@@ -85,8 +87,44 @@ TEST_CASE("a telophase is one detection at its centre, between the two daughter 
   auto found = grade::detect_mitoses(view, params);
   REQUIRE(found.size() == 1);
   CHECK(std::hypot(found[0].x - 64.0, found[0].y - 64.0) < 10.0);
-  params.midpoint_min_score = 0.0;  // at its own candidate: the lower-right mass, outside the 30 px match radius
+  params.midpoint_min_score = 0.0;
+  params.locate = false;  // at its own candidate: the lower-right mass, outside the 30 px match radius
   found = grade::detect_mitoses(view, params);
   REQUIRE(found.size() == 1);
   CHECK(std::hypot(found[0].x - 64.0, found[0].y - 64.0) > 30.0);
+}
+
+TEST_CASE("the locator moves marks 7 um off a held-out figure back onto it") {
+  const auto data = grade::test::shared_data_or_skip("needs mitosis/amibr");
+  // Every held-out AMi-Br figure, from four start points 28 px (7 um) away (right, below, left, above): the distance
+  // after locate_mitoses, against the 30 px match radius of eval_mitosis.py and a tighter 12 px (3 um).
+  int n = 0, within30 = 0, within12 = 0;
+  for (const auto& d : me::list_images(data)) {
+    if (!d.held_out || d.set != "amibr") continue;
+    const cv::Mat rgb = load_rgb(d.path);
+    const grade::ImageView view = grade::make_view(rgb, d.mpp);
+    for (const auto& f : d.figures) {
+      std::vector<grade::MitosisDetection> marks;
+      for (int k = 0; k < 4; ++k)
+        marks.push_back({f.x + 28.0 * std::cos(k * M_PI / 2), f.y + 28.0 * std::sin(k * M_PI / 2), 1.0});
+      const auto before = marks;
+      grade::MitosisParams off;
+      off.locate = false;
+      grade::locate_mitoses(view, marks, off);
+      CHECK(marks[0].x == before[0].x);
+      grade::locate_mitoses(view, marks);
+      for (const auto& m : marks) {
+        const double e = std::hypot(m.x - f.x, m.y - f.y);
+        ++n;
+        within30 += e <= 30.0;
+        within12 += e <= 12.0;
+      }
+    }
+  }
+  REQUIRE(n > 1500);
+  std::printf("locator, %d starts 28 px from held-out figures: %.3f end within 30 px, %.3f within 12 px\n", n,
+              static_cast<double>(within30) / n, static_cast<double>(within12) / n);
+  // Measured: 0.990 and 0.935 (without the locator: 1.0 and 0).
+  CHECK(within30 >= 0.97 * n);
+  CHECK(within12 >= 0.90 * n);
 }

@@ -17,6 +17,7 @@
 
 GRADE_DECLARE_MODEL(mitosis_cnn)
 GRADE_DECLARE_MODEL(mitosis_screen)
+GRADE_DECLARE_MODEL(mitosis_locate)
 
 namespace grade {
 
@@ -24,6 +25,8 @@ namespace detail {
 namespace {
 
 constexpr int kCrop = 64;     // classifier input side, pixels at working_mpp (16 um at 0.25 um/px)
+constexpr int kLocateCrop = 128;  // locator crop side at working_mpp (32 um), averaged 2x2 into its input
+constexpr int kLocateCell = 8;    // crop pixels per cell of the locator's output map (2 um)
 constexpr int kBatch = 64;    // crops per forward pass
 
 std::string num(double v) {
@@ -86,12 +89,12 @@ std::array<std::array<float, 256>, 3> hematoxylin_luts(const StainVectors& s) {
   return lut;
 }
 
-// The networks' input from 64x64 RGB crops: N x 3 x side x side floats in 0..1, where side = kCrop / pool and each
-// value is the mean of a pool x pool block (the screen sees the crop at half resolution: it was exported without its
-// first layer, that 2x2 average; tools/train/train_mitosis.py, class Pooled). Written directly: cheaper than
+// The networks' input from square RGB crops: N x 3 x side x side floats in 0..1, where side = crop side / pool and
+// each value is the mean of a pool x pool block (the screen sees the crop at half resolution: it was exported without
+// its first layer, that 2x2 average; tools/train/train_mitosis.py, class Pooled). Written directly: cheaper than
 // blobFromImages followed by a pooling layer, and the screen runs on every candidate.
 cv::Mat crops_blob(const std::vector<cv::Mat>& crops, int pool) {
-  const int side = kCrop / pool;
+  const int side = crops.front().rows / pool;
   const int shape[] = {static_cast<int>(crops.size()), 3, side, side};
   cv::Mat blob(4, shape, CV_32F);
   const float scale = 1.0f / (255.0f * static_cast<float>(pool * pool));
@@ -127,6 +130,42 @@ struct Peak {
   float density;
 };
 
+// The image at the networks' resolution, and its scale from the input's pixels.
+struct Working {
+  cv::Mat rgb;
+  double sx = 1.0, sy = 1.0;  // working pixels per input pixel
+};
+
+Working working_image(const ImageView& image, const MitosisParams& params) {
+  // The networks see 0.25 um/px; resample only when the input is at another resolution (more than 2 % off).
+  const double scale = image.mpp / params.working_mpp;
+  Working w{image.rgb};
+  if (std::abs(scale - 1.0) > 0.02) {
+    const int cols = std::max(1, static_cast<int>(std::lround(image.rgb.cols * scale)));
+    const int rows = std::max(1, static_cast<int>(std::lround(image.rgb.rows * scale)));
+    cv::resize(image.rgb, w.rgb, cv::Size(cols, rows), 0, 0, scale < 1.0 ? cv::INTER_AREA : cv::INTER_LINEAR);
+  }
+  w.sx = static_cast<double>(w.rgb.cols) / image.rgb.cols;
+  w.sy = static_cast<double>(w.rgb.rows) / image.rgb.rows;
+  return w;
+}
+
+// The side x side crop whose centre pixel (side / 2, side / 2) is working pixel (floor(u), floor(v)); near the image
+// edge the pixels that exist are mirrored (as the training crops were made). A view into `work` where possible.
+cv::Mat crop_at(const cv::Mat& work, double u, double v, int side) {
+  const int left = static_cast<int>(std::floor(u)) - side / 2;
+  const int top = static_cast<int>(std::floor(v)) - side / 2;
+  const cv::Rect want(left, top, side, side);
+  const cv::Rect have = want & cv::Rect(0, 0, work.cols, work.rows);
+  if (have == want) return work(want);
+  if (have.area() == 0) return cv::Mat(side, side, CV_8UC3, cv::Scalar(255, 255, 255));
+  cv::Mat crop;
+  cv::copyMakeBorder(work(have), crop, have.y - want.y, want.br().y - have.br().y, have.x - want.x,
+                     want.br().x - have.br().x, cv::BORDER_REFLECT101);
+  if (crop.rows != side || crop.cols != side) cv::resize(crop, crop, {side, side});
+  return crop;
+}
+
 }  // namespace
 
 }  // namespace detail
@@ -136,28 +175,34 @@ using detail::NetPool;  // the classifier's networks (net_pool.hpp)
 struct MitosisModel::Impl {
   NetPool main;
   NetPool screen;  // optional (empty bytes): the cheap network that runs first
+  NetPool locate;  // optional (empty bytes): finds the centre of a detected figure
 };
 
 MitosisModel::MitosisModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 MitosisModel::~MitosisModel() = default;
 
 std::shared_ptr<const MitosisModel> MitosisModel::from_onnx(const std::vector<unsigned char>& onnx_bytes,
-                                                            const std::vector<unsigned char>& screen_onnx_bytes) {
+                                                            const std::vector<unsigned char>& screen_onnx_bytes,
+                                                            const std::vector<unsigned char>& locate_onnx_bytes) {
   if (onnx_bytes.empty()) throw Error(ErrorCode::model, "mitosis classifier: empty ONNX model");
   auto impl = std::make_unique<Impl>();
   impl->main.bytes = onnx_bytes;
   impl->main.what = "mitosis classifier";
   impl->screen.bytes = screen_onnx_bytes;
   impl->screen.what = "mitosis screen";
+  impl->locate.bytes = locate_onnx_bytes;
+  impl->locate.what = "mitosis locator";
   // Load once now and run on blank crops, so that a bad model fails here and not mid-slide.
   impl->main.check(detail::kCrop);
   if (!impl->screen.bytes.empty()) impl->screen.check(detail::kCrop / 2);
+  constexpr int cells = detail::kLocateCrop / detail::kLocateCell;
+  if (!impl->locate.bytes.empty()) impl->locate.check(detail::kLocateCrop / 2, cells * cells);
   return std::make_shared<const MitosisModel>(std::move(impl));
 }
 
 std::shared_ptr<const MitosisModel> MitosisModel::embedded() {
   static const std::shared_ptr<const MitosisModel> model =
-      from_onnx(GRADE_MODEL_BYTES(mitosis_cnn), GRADE_MODEL_BYTES(mitosis_screen));
+      from_onnx(GRADE_MODEL_BYTES(mitosis_cnn), GRADE_MODEL_BYTES(mitosis_screen), GRADE_MODEL_BYTES(mitosis_locate));
   return model;
 }
 
@@ -266,16 +311,7 @@ std::vector<double> score_mitosis_candidates(const ImageView& image, const std::
   if (candidates.empty()) return scores;
   const auto model = params.model ? params.model : MitosisModel::embedded();
 
-  // The classifier sees 0.25 um/px; resample only when the input is at another resolution (more than 2 % off).
-  const double scale = image.mpp / params.working_mpp;  // working pixels per input pixel
-  cv::Mat work = image.rgb;
-  if (std::abs(scale - 1.0) > 0.02) {
-    const int w = std::max(1, static_cast<int>(std::lround(image.rgb.cols * scale)));
-    const int hh = std::max(1, static_cast<int>(std::lround(image.rgb.rows * scale)));
-    cv::resize(image.rgb, work, cv::Size(w, hh), 0, 0, scale < 1.0 ? cv::INTER_AREA : cv::INTER_LINEAR);
-  }
-  const double sx = static_cast<double>(work.cols) / image.rgb.cols;
-  const double sy = static_cast<double>(work.rows) / image.rgb.rows;
+  const detail::Working work = detail::working_image(image, params);
 
   NetPool::Lease net(model->impl().main);
   std::unique_ptr<NetPool::Lease> screen;
@@ -284,7 +320,6 @@ std::vector<double> score_mitosis_candidates(const ImageView& image, const std::
   const double screen_logit =
       use_screen ? std::log(params.screen_threshold / (1.0 - params.screen_threshold)) : 0.0;
 
-  const cv::Rect bounds(0, 0, work.cols, work.rows);
   std::vector<cv::Mat> crops;
   crops.reserve(detail::kBatch);
   auto forward = [](cv::dnn::Net& n, const std::vector<cv::Mat>& images, int pool) {
@@ -335,24 +370,9 @@ std::vector<double> score_mitosis_candidates(const ImageView& image, const std::
   };
   size_t first = 0;
   for (size_t i = 0; i < candidates.size(); ++i) {
-    const double u = (candidates[i].x - static_cast<double>(image.x0)) / image.downsample * sx;
-    const double v = (candidates[i].y - static_cast<double>(image.y0)) / image.downsample * sy;
-    const int left = static_cast<int>(std::floor(u)) - detail::kCrop / 2;
-    const int top = static_cast<int>(std::floor(v)) - detail::kCrop / 2;
-    const cv::Rect want(left, top, detail::kCrop, detail::kCrop);
-    const cv::Rect have = want & bounds;
-    cv::Mat crop;
-    if (have == want) {
-      crop = work(want);
-    } else if (have.area() > 0) {
-      // Near the image edge: mirror the pixels that exist (as the training crops were made).
-      cv::copyMakeBorder(work(have), crop, have.y - want.y, want.br().y - have.br().y, have.x - want.x,
-                         want.br().x - have.br().x, cv::BORDER_REFLECT101);
-      if (crop.rows != detail::kCrop || crop.cols != detail::kCrop) cv::resize(crop, crop, {detail::kCrop, detail::kCrop});
-    } else {
-      crop = cv::Mat(detail::kCrop, detail::kCrop, CV_8UC3, cv::Scalar(255, 255, 255));
-    }
-    crops.push_back(crop);
+    const double u = (candidates[i].x - static_cast<double>(image.x0)) / image.downsample * work.sx;
+    const double v = (candidates[i].y - static_cast<double>(image.y0)) / image.downsample * work.sy;
+    crops.push_back(detail::crop_at(work.rgb, u, v, detail::kCrop));
     if (crops.size() == static_cast<size_t>(detail::kBatch)) {
       flush(first);
       first = i + 1;
@@ -360,6 +380,55 @@ std::vector<double> score_mitosis_candidates(const ImageView& image, const std::
   }
   flush(first);
   return scores;
+}
+
+// Stage 3: the locator network sees the 32 um crop around each detection (tools/train/train_mitosis_locate.py); the
+// figure's centre is the soft-argmax of its map of 2 um cells, i.e. the softmax-weighted mean of the cell centres.
+// Offsets are rounded to 1/64 working pixel, so that a detection found in a tile and in the whole image lands on the
+// same point.
+void locate_mitoses(const ImageView& image, std::vector<MitosisDetection>& dets, const MitosisParams& params) {
+  check_view(image, "detect_mitoses image");
+  detail::check_params(params);
+  const auto model = params.model ? params.model : MitosisModel::embedded();
+  const NetPool& pool = model->impl().locate;
+  if (!params.locate || pool.bytes.empty() || dets.empty()) return;
+  const detail::Working work = detail::working_image(image, params);
+  constexpr int side = detail::kLocateCrop, cells = side / detail::kLocateCell;
+  NetPool::Lease net(pool);
+  for (size_t first = 0; first < dets.size(); first += detail::kBatch) {
+    const size_t n = std::min(dets.size() - first, static_cast<size_t>(detail::kBatch));
+    std::vector<cv::Mat> crops;
+    std::vector<cv::Point2d> at;  // working-pixel position of each crop's centre pixel
+    for (size_t i = first; i < first + n; ++i) {
+      const double u = (dets[i].x - static_cast<double>(image.x0)) / image.downsample * work.sx;
+      const double v = (dets[i].y - static_cast<double>(image.y0)) / image.downsample * work.sy;
+      crops.push_back(detail::crop_at(work.rgb, u, v, side));
+      at.emplace_back(std::floor(u), std::floor(v));
+    }
+    cv::Mat maps;
+    try {
+      net.net->setInput(detail::crops_blob(crops, 2));
+      maps = net.net->forward().reshape(1, static_cast<int>(n)).clone();
+    } catch (const cv::Exception& e) {
+      throw Error(ErrorCode::model, std::string("mitosis locator: forward pass failed: ") + e.what());
+    }
+    for (size_t k = 0; k < n; ++k) {
+      const float* m = maps.ptr<float>(static_cast<int>(k));
+      const float top = *std::max_element(m, m + cells * cells);
+      double sum = 0.0, ex = 0.0, ey = 0.0;
+      for (int cy = 0; cy < cells; ++cy)
+        for (int cx = 0; cx < cells; ++cx) {
+          const double p = std::exp(static_cast<double>(m[cy * cells + cx] - top));
+          sum += p;
+          ex += p * (cx * detail::kLocateCell + (detail::kLocateCell - 1) / 2.0 - side / 2);
+          ey += p * (cy * detail::kLocateCell + (detail::kLocateCell - 1) / 2.0 - side / 2);
+        }
+      const double u = at[k].x + std::round(ex / sum * 64.0) / 64.0;
+      const double v = at[k].y + std::round(ey / sum * 64.0) / 64.0;
+      dets[first + k].x = image.to_level0_x(u / work.sx);
+      dets[first + k].y = image.to_level0_y(v / work.sy);
+    }
+  }
 }
 
 std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const MitosisParams& params) {
@@ -449,6 +518,7 @@ std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const Mitos
     }
     out.push_back(d);
   }
+  locate_mitoses(image, out, params);
   return out;
 }
 

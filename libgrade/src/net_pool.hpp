@@ -51,16 +51,16 @@ struct NetPool {
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
   };
-  // Loads the network and checks that an N x 3 x side x side input gives one output per crop.
-  void check(int side) const {
+  // Loads the network and checks that an N x 3 x side x side input gives `per_crop` outputs per crop.
+  void check(int side, int per_crop = 1) const {
     Lease lease(*this);
     try {
       const int shape[] = {2, 3, side, side};
       cv::Mat blob(4, shape, CV_32F, cv::Scalar(0.5));
       lease.net->setInput(blob);
       cv::Mat out = lease.net->forward();
-      if (out.total() != 2)
-        throw Error(ErrorCode::model, what + ": expected one output per crop, got " +
+      if (out.total() != 2 * static_cast<size_t>(per_crop))
+        throw Error(ErrorCode::model, what + ": expected " + std::to_string(per_crop) + " output(s) per crop, got " +
                                           std::to_string(out.total()) + " for 2 crops");
     } catch (const cv::Exception& e) {
       throw Error(ErrorCode::model, what + ": the ONNX model does not run: " + e.what());

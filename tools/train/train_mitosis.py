@@ -346,13 +346,18 @@ def augment(batch, rng, warp=0.0):
             c = c[:, ::-1]
         out[i] = c
     out /= 255.0
-    # colour: per-image, per-channel gain and offset in optical density (stain strength), then brightness
+    return torch.from_numpy(np.ascontiguousarray(colour_jitter(out, rng).transpose(0, 3, 1, 2)))
+
+
+def colour_jitter(out, rng):
+    """Stain-like colour augmentation of N x H x W x 3 crops in 0..1: a per-crop, per-channel gain in optical density
+    (stain strength), then a brightness offset."""
+    n = len(out)
     od = -np.log(np.clip(out, 1.0 / 255, 1.0))
     gain = rng.uniform(0.75, 1.3, (n, 1, 1, 3)).astype(np.float32) * rng.uniform(0.85, 1.15, (n, 1, 1, 1)).astype(np.float32)
     od = od * gain
     out = np.exp(-od) + rng.uniform(-0.04, 0.04, (n, 1, 1, 1)).astype(np.float32)
-    out = np.clip(out, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(out.transpose(0, 3, 1, 2)))
+    return np.clip(out, 0, 1)
 
 
 def screen_scores(path, X):

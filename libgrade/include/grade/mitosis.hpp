@@ -15,7 +15,9 @@
 // al., BVM 2025) with look-alike negatives from the same patches and from nucleus data sets
 // (tools/train/train_mitosis.py; provenance and numbers in benchmarks/README.md). Detections closer than
 // `nms_radius_um` to a higher-scoring one are dropped (one figure, e.g. the two halves of an anaphase, gives one
-// detection).
+// detection). Stage 3 (only on the detections): a locator network moves each detection to the centre of its figure
+// (the soft-argmax of a map of 2 um cells over the 32 um around it; tools/train/train_mitosis_locate.py), since a
+// figure is often found from one of its dark masses.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -33,11 +35,15 @@ class MitosisModel {
  public:
   // `screen_onnx_bytes` (optional): a cheap network that runs on every candidate first, on the same crops averaged
   // 2x2 (input N x 3 x 32 x 32, 0.5 um/px, 0..1); only the candidates it passes (MitosisParams::screen_threshold) go
-  // to the main network. Throws Error(model) when the bytes are not an ONNX network OpenCV can run with the expected
-  // shapes.
+  // to the main network. `locate_onnx_bytes` (optional): the locator, which moves each detection to the centre of its
+  // figure (input N x 3 x 64 x 64: a 128 x 128 crop at 0.25 um/px around the detection averaged 2x2; output N x 1 x
+  // 16 x 16 logits over 2 um cells; MitosisParams::locate). Throws Error(model) when the bytes are not an ONNX network
+  // OpenCV can run with the expected shapes.
   static std::shared_ptr<const MitosisModel> from_onnx(const std::vector<unsigned char>& onnx_bytes,
-                                                       const std::vector<unsigned char>& screen_onnx_bytes = {});
-  // The model compiled into the library: libgrade/models/mitosis_cnn.onnx (main) with mitosis_screen.onnx (screen).
+                                                       const std::vector<unsigned char>& screen_onnx_bytes = {},
+                                                       const std::vector<unsigned char>& locate_onnx_bytes = {});
+  // The model compiled into the library: libgrade/models/mitosis_cnn.onnx (main) with mitosis_screen.onnx (screen)
+  // and mitosis_locate.onnx (locator).
   static std::shared_ptr<const MitosisModel> embedded();
 
   struct Impl;
@@ -89,6 +95,11 @@ struct MitosisParams {
   // included) 470 of 2282 detections >= 0.9 moved (median 4 px), 7 onto a figure, 3 off one; 0.5 did worse
   // (benchmarks/README.md, "Mitosis").
   double midpoint_min_score = 0.9;
+  // Stage 3: each returned detection is moved to the centre of its figure as the model's locator network finds it
+  // (ignored for a model without one). The classifier finds a figure from one of its dark masses (a clump of a spread
+  // prometaphase or atypical figure, one end of an anaphase), and that mark can lie 8-11 um from the figure's centre.
+  // Which detections are returned (and the count) does not change, only where.
+  bool locate = true;
   // Level-0 rectangle whose detections are wanted (e.g. a tile's core, the image being the core plus its context
   // margin); width or height 0 = the whole image. Only detections inside it are returned, and the same ones as
   // classifying every candidate would give; but only its own candidates are all classified. One within nms_radius_um
@@ -121,5 +132,10 @@ std::vector<MitosisCandidate> find_mitosis_candidates(const ImageView& image, co
 // candidates were found in.
 std::vector<double> score_mitosis_candidates(const ImageView& image, const std::vector<MitosisCandidate>& candidates,
                                              const MitosisParams& params = {});
+
+// Stage 3 alone: moves each detection (level-0 pixels) to the centre of its figure as the model's locator finds it;
+// nothing happens when MitosisParams::locate is false or the model has no locator. `image` is the view the detections
+// were found in.
+void locate_mitoses(const ImageView& image, std::vector<MitosisDetection>& detections, const MitosisParams& params = {});
 
 }  // namespace grade

@@ -8,7 +8,8 @@
 //                                       0.25 um/px; MP/s counts the cores of those tiles, glass tiles are skipped
 //   --screen-threshold T, --candidate-min-od OD, --candidate-separation-um UM, --candidate-centroid-um UM
 //                                       other stage parameters (default: MitosisParams's)
-//   --model MAIN.onnx [--screen SCREEN.onnx]   other networks than the embedded ones
+//   --model MAIN.onnx [--screen SCREEN.onnx]   other networks than the embedded ones (then without a locator)
+//   --no-locate                                 without stage 3, the locator
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -53,10 +54,11 @@ int main(int argc, char** argv) {
     else if (a == "--candidate-centroid-um" && i + 1 < argc) params.candidate_centroid_um = std::stod(argv[++i]);
     else if (a == "--model" && i + 1 < argc) model_path = argv[++i];
     else if (a == "--screen" && i + 1 < argc) screen_path = argv[++i];
+    else if (a == "--no-locate") params.locate = false;
     else {
       std::fprintf(stderr, "usage: bench_mitosis_speed [--slide S.tiff] [--screen-threshold T] [--candidate-min-od OD] "
                            "[--candidate-separation-um UM] [--candidate-centroid-um UM] "
-                           "[--model MAIN.onnx [--screen SCREEN.onnx]]\n");
+                           "[--model MAIN.onnx [--screen SCREEN.onnx]] [--no-locate]\n");
       return 2;
     }
   }

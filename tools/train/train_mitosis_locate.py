@@ -24,7 +24,7 @@ target.
 Reproducible (fixed seeds, CPU):
   build/benchmarks/bench_mitosis_quality --dump-candidates /tmp/mitosis_centroids.csv
   /usr/bin/python3 tools/train/train_mitosis_locate.py --candidates /tmp/mitosis_centroids.csv --data ../shared/data \\
-      --out libgrade/models/mitosis_locate.onnx
+      --epochs 20 --threads 1 --out libgrade/models/mitosis_locate.onnx      # ~9 min
   # cross-validation: the same with --fold K (K = 0, 1, 2) and their own --out, then bench_mitosis_quality --fold K
   # --locate OUT (benchmarks/README.md, "Mitosis")
 """
@@ -114,7 +114,7 @@ def main():
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--out", required=True)
     ap.add_argument("--fold", type=int, default=3, choices=range(4), help="held-out quarter, as train_mitosis.py")
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--starts", type=int, default=2, help="start points per figure and epoch")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=1)

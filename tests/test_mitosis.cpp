@@ -302,6 +302,23 @@ TEST_CASE("the embedded classifier gives torch's outputs (tools/train/train_mito
   }
 }
 
+TEST_CASE("the embedded locator gives the offsets the training script computes (test patterns)") {
+  // Printed by tools/train/train_mitosis_locate.py --patterns libgrade/models/mitosis_locate.onnx (OpenCV dnn in
+  // Python, soft-argmax in numpy): the crop, its 2x2 average, the network and the cell centres checked end to end.
+  const double want[3][2] = {{-0.8812, 3.9214}, {-1.1555, 3.9808}, {-1.0182, 3.5437}};
+  for (int k = 0; k < 3; ++k) {
+    cv::Mat img(128, 128, CV_8UC3);
+    for (int y = 0; y < 128; ++y)
+      for (int x = 0; x < 128; ++x)
+        for (int c = 0; c < 3; ++c) img.at<cv::Vec3b>(y, x)[c] = static_cast<uchar>((x * 7 + y * 13 + c * 50 + k * 31) % 256);
+    std::vector<grade::MitosisDetection> d{{64.0, 64.0, 1.0}};  // its crop is the whole image
+    grade::locate_mitoses(grade::make_view(img, 0.25), d);
+    CHECK(std::abs(d[0].x - 64.0 - want[k][0]) < 0.03);  // offsets are rounded to 1/64 px
+    CHECK(std::abs(d[0].y - 64.0 - want[k][1]) < 0.03);
+    CHECK(d[0].score == 1.0);
+  }
+}
+
 TEST_CASE("grade-inspect mitoses tiles a large image and writes what detect_mitoses finds") {
   // 2600 x 2300 px: more than one 2048 px tile each way, so the tiling path runs.
   cv::Mat img = stroma(2600, 2300, 9, 900);

@@ -110,16 +110,23 @@ def net_input(crops):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--candidates", required=True, help="stage-1 candidates CSV (bench_mitosis_quality --dump-candidates)")
+    ap.add_argument("--candidates", help="stage-1 candidates CSV (bench_mitosis_quality --dump-candidates)")
     ap.add_argument("--data", default="../shared/data")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
     ap.add_argument("--fold", type=int, default=3, choices=range(4), help="held-out quarter, as train_mitosis.py")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--starts", type=int, default=2, help="start points per figure and epoch")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--patterns", metavar="ONNX", help="no training: print the offsets this exported locator gives for "
+                    "the test patterns of tests/test_mitosis.cpp (OpenCV dnn, soft-argmax in numpy)")
     a = ap.parse_args()
+    if a.patterns:
+        print_patterns(a.patterns)
+        return
+    if not a.candidates or not a.out:
+        ap.error("--candidates and --out are required")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
@@ -221,6 +228,17 @@ def evaluate(net, test):
     return (f"{len(e)} starts: distance to the figure, median {np.median(b):.1f} -> {np.median(e):.1f} px; "
             f"within 30 px {np.mean(b <= 30):.3f} -> {np.mean(e <= 30):.3f}; within 15 px {np.mean(b <= 15):.3f} -> "
             f"{np.mean(e <= 15):.3f}")
+
+
+def print_patterns(path):
+    """Deterministic 128x128 RGB crops, value (x*7 + y*13 + c*50 + k*31) % 256, as tests/test_mitosis.cpp builds
+    them: the (dx, dy) crop-pixel offsets the locator gives, computed independently of libgrade."""
+    y, x = np.mgrid[0:SIDE, 0:SIDE]
+    crops = np.stack([np.stack([(x * 7 + y * 13 + c * 50 + k * 31) % 256 for c in range(3)], 2) for k in range(3)])
+    dnn = cv2.dnn.readNetFromONNX(path)
+    dnn.setInput(net_input(crops.astype(np.float32) / 255.0).numpy())
+    logits = torch.from_numpy(dnn.forward().reshape(3, 1, CELLS, CELLS))
+    print("test patterns (dx, dy):", [[round(float(v), 4) for v in row] for row in soft_argmax(logits)])
 
 
 def check_dnn(net, path, x):

@@ -15,11 +15,11 @@ mean cell centre) as the figure's centre. A heat map rather than a regression he
 equivariant, which a few thousand figures can train.
 
 Data: every figure of ../shared/data/mitosis/amibr/mitoses.csv in the training source groups (same split rule and
---fold as train_mitosis.py), each epoch seen from a new start point: with probability 0.35 one of libgrade's stage-1
-candidates within 44 px (11 um) of it (where detections really start), otherwise a point drawn uniformly in the disc
-of 44 px around it; the target is the figure, or the nearest figure to the start when a patch holds several. Any
-rotation, mirror images, +-10 % scale, stain and brightness jitter. Loss: L1 distance (um) between soft-argmax and
-target.
+--fold as train_mitosis.py), each epoch seen from --starts (2) new start points: with probability 0.35 one of
+libgrade's stage-1 candidates within 44 px (11 um) of it (where detections really start), otherwise a point drawn
+uniformly in the disc of 44 px around it; the target is the figure, or the nearest figure to the start when a patch
+holds several. Any rotation, mirror images, +-10 % scale, stain and brightness jitter. Loss: L1 distance (um) between
+soft-argmax and target.
 
 Reproducible (fixed seeds, CPU):
   build/benchmarks/bench_mitosis_quality --dump-candidates /tmp/mitosis_centroids.csv
@@ -52,7 +52,8 @@ MARGIN = 192        # mirrored border around each patch, enough for any rotated 
 
 
 def block(i, o, dilation=1):
-    return [nn.Conv2d(i, o, 3, padding=dilation, dilation=dilation, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+    return [nn.Conv2d(i, o, 3, padding=dilation, dilation=dilation, bias=False), nn.BatchNorm2d(o),
+            nn.ReLU(inplace=True)]
 
 
 class LocNet(nn.Module):
@@ -155,7 +156,8 @@ def main():
             near = [c for c in cands[name] if math.dist(c, f) <= REACH
                     and min(math.dist(c, g) for g in figs[name]) == math.dist(c, f)]
             items[split].append((name, f, near))
-    print(f"figures: {len(items['train'])} training, {len(items['test'])} held out ({time.time() - t0:.0f}s)", flush=True)
+    print(f"figures: {len(items['train'])} training, {len(items['test'])} held out ({time.time() - t0:.0f}s)",
+          flush=True)
 
     def starts(item, r, realistic=0.35):
         name, f, near = item

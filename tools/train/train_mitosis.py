@@ -190,6 +190,8 @@ def main():
                     help="with --screen: screened-out negatives added per epoch, so the network stays sane on them")
     ap.add_argument("--eval", metavar="ONNX", help="no training: print the held-out summary of this trained network "
                     "(behind --screen if given)")
+    ap.add_argument("--nuclei-repeat", type=int, default=1,
+                    help="with --screen: each hard negative from the nucleus sets is seen this many times per epoch")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warp", type=float, default=0.0, help="fraction of crops also rotated and scaled")
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -271,6 +273,11 @@ def main():
         print(f"screen {a.screen}: {len(neg)} training negatives pass at {a.screen_threshold}, {len(easy)} do not; "
               f"positives passing: {np.mean(screen['train'][pos] >= a.screen_threshold):.4f}", flush=True)
     n_easy = min(a.easy_negatives, len(easy)) if a.screen else 0
+    if a.nuclei_repeat > 1:
+        from_nuclei = np.array([META["train"][i][0] != "amibr" for i in neg], bool)
+        print(f"{int(from_nuclei.sum())} of the {len(neg)} hard negatives are from the nucleus sets: "
+              f"{a.nuclei_repeat} times each per epoch", flush=True)
+        neg = np.concatenate([neg] + [neg[from_nuclei]] * (a.nuclei_repeat - 1))
     opt = torch.optim.AdamW(net.parameters(), lr=a.lr, weight_decay=1e-4)
     steps_per_epoch = (len(pos) + min(a.neg_per_epoch, len(neg)) + n_easy) // 128 + 1
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.epochs * steps_per_epoch)

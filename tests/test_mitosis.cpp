@@ -310,7 +310,8 @@ TEST_CASE("the embedded locator gives the offsets the training script computes (
     cv::Mat img(128, 128, CV_8UC3);
     for (int y = 0; y < 128; ++y)
       for (int x = 0; x < 128; ++x)
-        for (int c = 0; c < 3; ++c) img.at<cv::Vec3b>(y, x)[c] = static_cast<uchar>((x * 7 + y * 13 + c * 50 + k * 31) % 256);
+        for (int c = 0; c < 3; ++c)
+          img.at<cv::Vec3b>(y, x)[c] = static_cast<uchar>((x * 7 + y * 13 + c * 50 + k * 31) % 256);
     std::vector<grade::MitosisDetection> d{{64.0, 64.0, 1.0}};  // its crop is the whole image
     grade::locate_mitoses(grade::make_view(img, 0.25), d);
     CHECK(std::abs(d[0].x - 64.0 - want[k][0]) < 0.03);  // offsets are rounded to 1/64 px

@@ -320,6 +320,24 @@ TEST_CASE("the embedded locator gives the offsets the training script computes (
   }
 }
 
+TEST_CASE("the locator never moves a detection out of the image") {
+  // Near the edge its crop is mirrored; whatever it sees there, the position stays on the image's pixels.
+  for (const cv::Size size : {cv::Size(1, 1), cv::Size(5, 300), cv::Size(40, 40), cv::Size(130, 7)}) {
+    CAPTURE(size);
+    cv::Mat img(size, CV_8UC3, cv::Scalar(230, 180, 200));
+    cv::circle(img, {size.width / 2, size.height / 2}, 3, cv::Scalar(60, 30, 90), -1);
+    std::vector<grade::MitosisDetection> d{
+        {size.width / 2.0, size.height / 2.0, 0.95}, {0.0, 0.0, 0.95}, {size.width - 0.5, size.height - 0.5, 0.95}};
+    grade::locate_mitoses(grade::make_view(img, 0.25), d);
+    for (const auto& m : d) {
+      CHECK(m.x >= 0.0);
+      CHECK(m.y >= 0.0);
+      CHECK(m.x <= size.width - 1.0);
+      CHECK(m.y <= size.height - 1.0);
+    }
+  }
+}
+
 TEST_CASE("grade-inspect mitoses tiles a large image and writes what detect_mitoses finds") {
   // 2600 x 2300 px: more than one 2048 px tile each way, so the tiling path runs.
   cv::Mat img = stroma(2600, 2300, 9, 900);

@@ -423,8 +423,9 @@ void locate_mitoses(const ImageView& image, std::vector<MitosisDetection>& dets,
           ex += p * (cx * detail::kLocateCell + (detail::kLocateCell - 1) / 2.0 - side / 2);
           ey += p * (cy * detail::kLocateCell + (detail::kLocateCell - 1) / 2.0 - side / 2);
         }
-      const double u = at[k].x + std::round(ex / sum * 64.0) / 64.0;
-      const double v = at[k].y + std::round(ey / sum * 64.0) / 64.0;
+      // Never outside the image: near its edge the crop is mirrored, and the mirror image is not tissue.
+      const double u = std::clamp(at[k].x + std::round(ex / sum * 64.0) / 64.0, 0.0, work.rgb.cols - 1.0);
+      const double v = std::clamp(at[k].y + std::round(ey / sum * 64.0) / 64.0, 0.0, work.rgb.rows - 1.0);
       dets[first + k].x = image.to_level0_x(u / work.sx);
       dets[first + k].y = image.to_level0_y(v / work.sy);
     }

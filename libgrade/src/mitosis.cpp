@@ -303,15 +303,15 @@ std::vector<MitosisCandidate> find_mitosis_candidates(const ImageView& image, co
   return out;
 }
 
-std::vector<double> score_mitosis_candidates(const ImageView& image, const std::vector<MitosisCandidate>& candidates,
-                                             const MitosisParams& params) {
-  check_view(image, "detect_mitoses image");
-  detail::check_params(params);
+namespace {
+
+// Stages 2 and 3 on the working image `work` of `image` (detail::working_image), which detect_mitoses makes once for
+// all its calls; parameters already checked.
+std::vector<double> score_on(const ImageView& image, const detail::Working& work,
+                             const std::vector<MitosisCandidate>& candidates, const MitosisParams& params) {
   std::vector<double> scores(candidates.size(), 0.0);
   if (candidates.empty()) return scores;
   const auto model = params.model ? params.model : MitosisModel::embedded();
-
-  const detail::Working work = detail::working_image(image, params);
 
   NetPool::Lease net(model->impl().main);
   std::unique_ptr<NetPool::Lease> screen;
@@ -386,13 +386,11 @@ std::vector<double> score_mitosis_candidates(const ImageView& image, const std::
 // figure's centre is the soft-argmax of its map of 2 um cells, i.e. the softmax-weighted mean of the cell centres.
 // Offsets are rounded to 1/64 working pixel, so that a detection found in a tile and in the whole image lands on the
 // same point.
-void locate_mitoses(const ImageView& image, std::vector<MitosisDetection>& dets, const MitosisParams& params) {
-  check_view(image, "detect_mitoses image");
-  detail::check_params(params);
+void locate_on(const ImageView& image, const detail::Working& work, std::vector<MitosisDetection>& dets,
+               const MitosisParams& params) {
   const auto model = params.model ? params.model : MitosisModel::embedded();
   const NetPool& pool = model->impl().locate;
   if (!params.locate || pool.bytes.empty() || dets.empty()) return;
-  const detail::Working work = detail::working_image(image, params);
   constexpr int side = detail::kLocateCrop, cells = side / detail::kLocateCell;
   NetPool::Lease net(pool);
   for (size_t first = 0; first < dets.size(); first += detail::kBatch) {
@@ -432,8 +430,32 @@ void locate_mitoses(const ImageView& image, std::vector<MitosisDetection>& dets,
   }
 }
 
+}  // namespace
+
+std::vector<double> score_mitosis_candidates(const ImageView& image, const std::vector<MitosisCandidate>& candidates,
+                                             const MitosisParams& params) {
+  check_view(image, "detect_mitoses image");
+  detail::check_params(params);
+  if (candidates.empty()) return {};
+  return score_on(image, detail::working_image(image, params), candidates, params);
+}
+
+void locate_mitoses(const ImageView& image, std::vector<MitosisDetection>& dets, const MitosisParams& params) {
+  check_view(image, "detect_mitoses image");
+  detail::check_params(params);
+  if (!params.locate || dets.empty()) return;
+  locate_on(image, detail::working_image(image, params), dets, params);
+}
+
 std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const MitosisParams& params) {
   auto candidates = find_mitosis_candidates(image, params);
+  // The image at the networks' resolution, made once (a resample when the input is not at working_mpp) for every
+  // classification round and the locator.
+  std::optional<detail::Working> work;
+  auto working = [&]() -> const detail::Working& {
+    if (!work) work = detail::working_image(image, params);
+    return *work;
+  };
   const double r = params.nms_radius_um / (image.mpp / image.downsample);  // level-0 pixels
   const Rect64& region = params.region;
   const bool whole = region.width <= 0 || region.height <= 0;
@@ -451,7 +473,8 @@ std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const Mitos
   const double lowest = midpoints ? std::min(params.threshold, params.midpoint_min_score) : params.threshold;
   std::vector<MitosisDetection> dets;
   auto classify = [&](const std::vector<MitosisCandidate>& cs) {
-    const auto scores = score_mitosis_candidates(image, cs, params);
+    if (cs.empty()) return;
+    const auto scores = score_on(image, working(), cs, params);
     for (size_t i = 0; i < cs.size(); ++i)
       if (scores[i] >= lowest) dets.push_back({cs[i].x, cs[i].y, scores[i]});
   };
@@ -519,7 +542,7 @@ std::vector<MitosisDetection> detect_mitoses(const ImageView& image, const Mitos
     }
     out.push_back(d);
   }
-  locate_mitoses(image, out, params);
+  if (params.locate && !out.empty()) locate_on(image, working(), out, params);
   return out;
 }
 

@@ -404,12 +404,13 @@ def summary(s, y):
     return ", ".join(res)
 
 
-def export(net, path):
+def export(net, path, side=None):
+    """Writes `net` as ONNX for OpenCV 4.6 dnn; `side`: its input side (default: a classifier's, 64 or pooled 32)."""
     net.eval()
-    side = CROP // 2 if starts_with_pool(net) else CROP
+    side = side or (CROP // 2 if starts_with_pool(net) else CROP)
     dummy = torch.zeros(1, 3, side, side)
     # Pooled shares net's layers: it must be in eval mode too, since export restores the exported module's mode.
-    torch.onnx.export(Pooled(net).eval() if side < CROP else net, dummy, path, input_names=["input"],
+    torch.onnx.export(Pooled(net).eval() if starts_with_pool(net) else net, dummy, path, input_names=["input"],
                       output_names=["logit"], opset_version=11,
                       dynamic_axes={"input": {0: "n"}, "logit": {0: "n"}}, do_constant_folding=True)
     # torch 1.13 emits Identity nodes on constant weights, which OpenCV 4.6's importer rejects: fold them away.

@@ -213,7 +213,7 @@ def main():
         if test and (ep % 5 == 4 or ep == a.epochs - 1):
             msg += " | held-out " + evaluate(net, test)
         print(msg, flush=True)
-    export(net, a.out)
+    export(net, a.out, SIDE // 2)
     check_dnn(net, a.out, test[0][0][:64] if test else torch.rand(8, 3, SIDE // 2, SIDE // 2))
     print(f"done in {time.time() - t0:.0f}s")
 

@@ -3,8 +3,8 @@
 // --fold K evaluates the quarter K of the source groups instead of the committed networks' quarter 3, for networks
 // trained with train_mitosis.py --fold K (cross-validation).
 //
-//   bench_mitosis_quality [--all | --fold K] [--model FILE.onnx [--screen SCREEN.onnx] [--locate LOCATE.onnx]]
-//                         [--no-locate] [--screen-threshold T]
+//   bench_mitosis_quality [--all | --fold K] [--model FILE.onnx [--screen SCREEN.onnx] [--locate LOCATE.onnx]
+//                         [--verify VERIFY.onnx]] [--no-locate] [--verify-from P] [--screen-threshold T]
 //                         [--threshold T] [--candidate-min-od OD] [--candidate-separation-um UM]
 //                         [--candidate-centroid-um UM] [--midpoint-min-score S] [--orientations N] [--csv OUT.csv]
 //                         [--nuclei-csv OUT.csv]
@@ -38,9 +38,10 @@ static cv::Mat load_rgb(const std::string& path) {
 int main(int argc, char** argv) {
   bool all = false;
   int fold = 3;
-  std::string model_path, screen_path, locate_path, csv_path, nuclei_csv_path, dump_path;
+  std::string model_path, screen_path, locate_path, verify_path, csv_path, nuclei_csv_path, dump_path;
   bool locate = grade::MitosisParams{}.locate;
   double screen_threshold = grade::MitosisParams{}.screen_threshold;
+  double verify_from = grade::MitosisParams{}.verify_from;
   double candidate_min_od = grade::MitosisParams{}.candidate_min_od;
   double candidate_separation_um = grade::MitosisParams{}.candidate_separation_um;
   double candidate_centroid_um = grade::MitosisParams{}.candidate_centroid_um;
@@ -59,6 +60,8 @@ int main(int argc, char** argv) {
     else if (a == "--screen") screen_path = next();
     else if (a == "--locate") locate_path = next();
     else if (a == "--no-locate") locate = false;
+    else if (a == "--verify") verify_path = next();
+    else if (a == "--verify-from") verify_from = std::stod(next());
     else if (a == "--screen-threshold") screen_threshold = std::stod(next());
     else if (a == "--candidate-min-od") candidate_min_od = std::stod(next());
     else if (a == "--candidate-separation-um") candidate_separation_um = std::stod(next());
@@ -85,10 +88,11 @@ int main(int argc, char** argv) {
   params.candidate_centroid_um = candidate_centroid_um;
   params.midpoint_min_score = midpoint_min_score;
   params.locate = locate;
+  params.verify_from = verify_from;
   if (!model_path.empty())
-    params.model = me::load_model(model_path, screen_path, locate_path);
-  else if (!screen_path.empty() || !locate_path.empty())
-    throw std::runtime_error("--screen and --locate need --model (the main network they go with)");
+    params.model = me::load_model(model_path, screen_path, locate_path, verify_path);
+  else if (!screen_path.empty() || !locate_path.empty() || !verify_path.empty())
+    throw std::runtime_error("--screen, --locate and --verify need --model (the main network they go with)");
 
   if (!dump_path.empty()) {
     std::ofstream out(dump_path);

@@ -10,6 +10,7 @@
 //                                       other stage parameters (default: MitosisParams's)
 //   --model MAIN.onnx [--screen SCREEN.onnx]   other networks than the embedded ones (then without a locator)
 //   --no-locate                                 without stage 3, the locator
+//   --verify-from P                             the verifier on candidates the main network scores >= P (1 = never)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -55,10 +56,11 @@ int main(int argc, char** argv) {
     else if (a == "--model" && i + 1 < argc) model_path = argv[++i];
     else if (a == "--screen" && i + 1 < argc) screen_path = argv[++i];
     else if (a == "--no-locate") params.locate = false;
+    else if (a == "--verify-from" && i + 1 < argc) params.verify_from = std::stod(argv[++i]);
     else {
       std::fprintf(stderr, "usage: bench_mitosis_speed [--slide S.tiff] [--screen-threshold T] [--candidate-min-od OD] "
                            "[--candidate-separation-um UM] [--candidate-centroid-um UM] "
-                           "[--model MAIN.onnx [--screen SCREEN.onnx]] [--no-locate]\n");
+                           "[--model MAIN.onnx [--screen SCREEN.onnx]] [--no-locate] [--verify-from P]\n");
       return 2;
     }
   }

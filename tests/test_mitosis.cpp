@@ -138,6 +138,10 @@ TEST_CASE("bad inputs and parameters throw grade::Error naming the value") {
   CHECK_THROWS_AS(grade::detect_mitoses(grade::make_view(cv::Mat(64, 64, CV_8UC3, cv::Scalar::all(200)), 0.25), p),
                   grade::Error);
   p = {};
+  p.verify_from = -0.1;
+  CHECK_THROWS_AS(grade::detect_mitoses(grade::make_view(cv::Mat(64, 64, CV_8UC3, cv::Scalar::all(200)), 0.25), p),
+                  grade::Error);
+  p = {};
   p.midpoint_min_score = 1.5;
   CHECK_THROWS_AS(grade::detect_mitoses(grade::make_view(cv::Mat(64, 64, CV_8UC3, cv::Scalar::all(200)), 0.25), p),
                   grade::Error);
@@ -299,6 +303,35 @@ TEST_CASE("the embedded classifier gives torch's outputs (tools/train/train_mito
     const auto s = grade::score_mitosis_candidates(grade::make_view(crop, 0.25), {{32.0, 32.0, 1.0}}, p);
     REQUIRE(s.size() == 1);
     CHECK(s[0] == doctest::Approx(1.0 / (1.0 + std::exp(-torch_logits[k]))).epsilon(1e-4));
+  }
+}
+
+TEST_CASE("the embedded verifier gives torch's outputs; its logit is averaged with the main network's") {
+  // Logits printed by tools/train/train_mitosis.py --arch context for its 128x128 test patterns ("test patterns").
+  const double torch_logits[3] = {-0.26089, -0.46548, 0.39235};
+  auto logit = [](double p) { return std::log(p / (1.0 - p)); };
+  for (int k = 0; k < 3; ++k) {
+    cv::Mat img(128, 128, CV_8UC3);
+    for (int y = 0; y < 128; ++y)
+      for (int x = 0; x < 128; ++x)
+        for (int c = 0; c < 3; ++c)
+          img.at<cv::Vec3b>(y, x)[c] = static_cast<uchar>((x * 7 + y * 13 + c * 50 + k * 31) % 256);
+    const grade::ImageView view = grade::make_view(img, 0.25);
+    grade::MitosisParams main_only, both;
+    main_only.screen_threshold = both.screen_threshold = 0.0;
+    main_only.verify_from = 1.0;  // never
+    both.verify_from = 0.0;       // every candidate
+    const auto m = grade::score_mitosis_candidates(view, {{64.0, 64.0, 1.0}}, main_only);
+    const auto b = grade::score_mitosis_candidates(view, {{64.0, 64.0, 1.0}}, both);
+    REQUIRE(m.size() == 1);
+    REQUIRE(b.size() == 1);
+    CHECK(2.0 * logit(b[0]) - logit(m[0]) == doctest::Approx(torch_logits[k]).epsilon(1e-3));
+    // With the default verify_from (0.5), a candidate the main network scores low keeps the main network's score.
+    if (m[0] < 0.5) {
+      grade::MitosisParams dflt;
+      dflt.screen_threshold = 0.0;
+      CHECK(grade::score_mitosis_candidates(view, {{64.0, 64.0, 1.0}}, dflt)[0] == m[0]);
+    }
   }
 }
 

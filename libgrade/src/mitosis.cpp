@@ -18,6 +18,7 @@
 GRADE_DECLARE_MODEL(mitosis_cnn)
 GRADE_DECLARE_MODEL(mitosis_screen)
 GRADE_DECLARE_MODEL(mitosis_locate)
+GRADE_DECLARE_MODEL(mitosis_verify)
 
 namespace grade {
 
@@ -27,6 +28,7 @@ namespace {
 constexpr int kCrop = 64;     // classifier input side, pixels at working_mpp (16 um at 0.25 um/px)
 constexpr int kLocateCrop = 128;  // locator crop side at working_mpp (32 um), averaged 2x2 into its input
 constexpr int kLocateCell = 8;    // crop pixels per cell of the locator's output map (2 um)
+constexpr int kVerifyCrop = 128;  // verifier crop side at working_mpp (32 um), averaged 2x2 into its input
 constexpr int kBatch = 64;    // crops per forward pass
 
 std::string num(double v) {
@@ -56,6 +58,8 @@ void check_params(const MitosisParams& p) {
   if (p.orientations < 1 || p.orientations > 8)
     throw Error(ErrorCode::invalid_argument,
                 "detect_mitoses: orientations must be in 1..8, got " + std::to_string(p.orientations));
+  if (!(p.verify_from >= 0.0 && p.verify_from <= 1.0))
+    throw Error(ErrorCode::invalid_argument, "detect_mitoses: verify_from must be in [0, 1], got " + num(p.verify_from));
   if (!(p.midpoint_min_score >= 0.0 && p.midpoint_min_score <= 1.0))
     throw Error(ErrorCode::invalid_argument,
                 "detect_mitoses: midpoint_min_score must be in [0, 1], got " + num(p.midpoint_min_score));
@@ -176,6 +180,7 @@ struct MitosisModel::Impl {
   NetPool main;
   NetPool screen;  // optional (empty bytes): the cheap network that runs first
   NetPool locate;  // optional (empty bytes): finds the centre of a detected figure
+  NetPool verify;  // optional (empty bytes): second opinion, with more context, on the high-scoring candidates
 };
 
 MitosisModel::MitosisModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -183,7 +188,8 @@ MitosisModel::~MitosisModel() = default;
 
 std::shared_ptr<const MitosisModel> MitosisModel::from_onnx(const std::vector<unsigned char>& onnx_bytes,
                                                             const std::vector<unsigned char>& screen_onnx_bytes,
-                                                            const std::vector<unsigned char>& locate_onnx_bytes) {
+                                                            const std::vector<unsigned char>& locate_onnx_bytes,
+                                                            const std::vector<unsigned char>& verify_onnx_bytes) {
   if (onnx_bytes.empty()) throw Error(ErrorCode::model, "mitosis classifier: empty ONNX model");
   auto impl = std::make_unique<Impl>();
   impl->main.bytes = onnx_bytes;
@@ -192,17 +198,21 @@ std::shared_ptr<const MitosisModel> MitosisModel::from_onnx(const std::vector<un
   impl->screen.what = "mitosis screen";
   impl->locate.bytes = locate_onnx_bytes;
   impl->locate.what = "mitosis locator";
+  impl->verify.bytes = verify_onnx_bytes;
+  impl->verify.what = "mitosis verifier";
   // Load once now and run on blank crops, so that a bad model fails here and not mid-slide.
   impl->main.check(detail::kCrop);
   if (!impl->screen.bytes.empty()) impl->screen.check(detail::kCrop / 2);
   constexpr int cells = detail::kLocateCrop / detail::kLocateCell;
   if (!impl->locate.bytes.empty()) impl->locate.check(detail::kLocateCrop / 2, cells * cells);
+  if (!impl->verify.bytes.empty()) impl->verify.check(detail::kVerifyCrop / 2);
   return std::make_shared<const MitosisModel>(std::move(impl));
 }
 
 std::shared_ptr<const MitosisModel> MitosisModel::embedded() {
   static const std::shared_ptr<const MitosisModel> model =
-      from_onnx(GRADE_MODEL_BYTES(mitosis_cnn), GRADE_MODEL_BYTES(mitosis_screen), GRADE_MODEL_BYTES(mitosis_locate));
+      from_onnx(GRADE_MODEL_BYTES(mitosis_cnn), GRADE_MODEL_BYTES(mitosis_screen), GRADE_MODEL_BYTES(mitosis_locate),
+                GRADE_MODEL_BYTES(mitosis_verify));
   return model;
 }
 
@@ -314,13 +324,19 @@ std::vector<double> score_on(const ImageView& image, const detail::Working& work
   const auto model = params.model ? params.model : MitosisModel::embedded();
 
   NetPool::Lease net(model->impl().main);
-  std::unique_ptr<NetPool::Lease> screen;
+  std::unique_ptr<NetPool::Lease> screen, verify;
+  const bool use_verify = !model->impl().verify.bytes.empty() && params.verify_from < 1.0;
+  if (use_verify) verify = std::make_unique<NetPool::Lease>(model->impl().verify);
+  const double verify_logit =
+      use_verify ? (params.verify_from > 0.0 ? std::log(params.verify_from / (1.0 - params.verify_from)) : -HUGE_VAL)
+                 : 0.0;
   const bool use_screen = !model->impl().screen.bytes.empty() && params.screen_threshold > 0.0;
   if (use_screen) screen = std::make_unique<NetPool::Lease>(model->impl().screen);
   const double screen_logit =
       use_screen ? std::log(params.screen_threshold / (1.0 - params.screen_threshold)) : 0.0;
 
   std::vector<cv::Mat> crops;
+  std::vector<cv::Point2d> at;  // working-pixel position of each crop (for the verifier's wider crop)
   crops.reserve(detail::kBatch);
   auto forward = [](cv::dnn::Net& n, const std::vector<cv::Mat>& images, int pool) {
     const cv::Mat blob = detail::crops_blob(images, pool);
@@ -330,6 +346,27 @@ std::vector<double> score_on(const ImageView& image, const detail::Working& work
     } catch (const cv::Exception& e) {
       throw Error(ErrorCode::model, std::string("mitosis classifier: forward pass failed: ") + e.what());
     }
+  };
+  // Test-time augmentation: the mean logit over the first `n` of the 8 quarter turns / mirror images.
+  auto mean_logit = [&](cv::dnn::Net& n, const std::vector<cv::Mat>& images, int pool, int orientations) {
+    cv::Mat sum = forward(n, images, pool);
+    for (int o = 1; o < orientations; ++o) {
+      std::vector<cv::Mat> turned(images.size());
+      for (size_t j = 0; j < images.size(); ++j) {
+        // Never in place: a crop may be a view into the image.
+        cv::Mat t;
+        if (o >= 4)
+          cv::flip(images[j], t, 1);
+        else
+          t = images[j];
+        if (o % 4 == 0) turned[j] = t.clone();
+        if (o % 4 == 1) cv::rotate(t, turned[j], cv::ROTATE_90_CLOCKWISE);
+        if (o % 4 == 2) cv::rotate(t, turned[j], cv::ROTATE_180);
+        if (o % 4 == 3) cv::rotate(t, turned[j], cv::ROTATE_90_COUNTERCLOCKWISE);
+      }
+      sum += forward(n, turned, pool);
+    }
+    return cv::Mat(sum / orientations);
   };
   auto flush = [&](size_t first) {
     if (crops.empty()) return;
@@ -344,35 +381,34 @@ std::vector<double> score_on(const ImageView& image, const detail::Working& work
     if (!pass.empty()) {
       std::vector<cv::Mat> chosen;
       for (int i : pass) chosen.push_back(crops[static_cast<size_t>(i)]);
-      // Test-time augmentation: the mean logit over the first `orientations` of the 8 turns / mirror images.
-      cv::Mat sum = forward(*net.net, chosen, 1);
-      for (int o = 1; o < params.orientations; ++o) {
-        std::vector<cv::Mat> turned(chosen.size());
-        for (size_t j = 0; j < chosen.size(); ++j) {
-          // Never in place: a crop may be a view into the image.
-          cv::Mat t;
-          if (o >= 4)
-            cv::flip(chosen[j], t, 1);
-          else
-            t = chosen[j];
-          if (o % 4 == 0) turned[j] = t.clone();
-          if (o % 4 == 1) cv::rotate(t, turned[j], cv::ROTATE_90_CLOCKWISE);
-          if (o % 4 == 2) cv::rotate(t, turned[j], cv::ROTATE_180);
-          if (o % 4 == 3) cv::rotate(t, turned[j], cv::ROTATE_90_COUNTERCLOCKWISE);
+      cv::Mat out = mean_logit(*net.net, chosen, 1, params.orientations);
+      // The verifier: a second opinion on the candidates the main network scores >= verify_from, from the 32 um
+      // around each at 0.5 um/px; their score is the mean of the two logits.
+      std::vector<int> high;  // indices into pass
+      for (size_t j = 0; use_verify && j < pass.size(); ++j)
+        if (out.at<float>(0, static_cast<int>(j)) >= verify_logit) high.push_back(static_cast<int>(j));
+      if (!high.empty()) {
+        std::vector<cv::Mat> wide;
+        for (int j : high) {
+          const auto& c = at[static_cast<size_t>(pass[static_cast<size_t>(j)])];
+          wide.push_back(detail::crop_at(work.rgb, c.x, c.y, detail::kVerifyCrop));
         }
-        sum += forward(*net.net, turned, 1);
+        const cv::Mat v = forward(*verify->net, wide, 2);
+        for (size_t k = 0; k < high.size(); ++k)
+          out.at<float>(0, high[k]) = 0.5f * (out.at<float>(0, high[k]) + v.at<float>(0, static_cast<int>(k)));
       }
-      const cv::Mat out = sum / params.orientations;
       for (size_t j = 0; j < pass.size(); ++j)
         scores[first + static_cast<size_t>(pass[j])] = 1.0 / (1.0 + std::exp(-out.at<float>(0, static_cast<int>(j))));
     }
     crops.clear();
+    at.clear();
   };
   size_t first = 0;
   for (size_t i = 0; i < candidates.size(); ++i) {
     const double u = (candidates[i].x - static_cast<double>(image.x0)) / image.downsample * work.sx;
     const double v = (candidates[i].y - static_cast<double>(image.y0)) / image.downsample * work.sy;
     crops.push_back(detail::crop_at(work.rgb, u, v, detail::kCrop));
+    at.emplace_back(u, v);
     if (crops.size() == static_cast<size_t>(detail::kBatch)) {
       flush(first);
       first = i + 1;

@@ -37,17 +37,18 @@ struct DevImage {
   bool held_out = false;
 };
 
-// A model from ONNX files (main network, optional screen and locator; empty path = none), for benchmarks that compare
-// networks. Throws on an unreadable file or a model OpenCV cannot run.
+// A model from ONNX files (main network, optional screen, locator and verifier; empty path = none), for benchmarks
+// that compare networks. Throws on an unreadable file or a model OpenCV cannot run.
 inline std::shared_ptr<const MitosisModel> load_model(const std::string& main_onnx, const std::string& screen_onnx = {},
-                                                      const std::string& locate_onnx = {}) {
+                                                      const std::string& locate_onnx = {},
+                                                      const std::string& verify_onnx = {}) {
   auto bytes = [](const std::string& path) {
     if (path.empty()) return std::vector<unsigned char>{};
     std::ifstream f(path, std::ios::binary);
     if (!f) throw std::runtime_error("cannot open " + path);
     return std::vector<unsigned char>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   };
-  return MitosisModel::from_onnx(bytes(main_onnx), bytes(screen_onnx), bytes(locate_onnx));
+  return MitosisModel::from_onnx(bytes(main_onnx), bytes(screen_onnx), bytes(locate_onnx), bytes(verify_onnx));
 }
 
 inline std::vector<std::string> split_csv_line(const std::string& line) {

@@ -51,8 +51,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-CROP = 64
+CROP = 64  # crop side at 0.25 um/px (128 for --arch context, set in main)
 PAD = 8  # extra context around the crop for shift augmentation
+CONTEXT_CROP = 128
 
 
 def held_out_groups(groups_by_set, fold=3):
@@ -71,7 +72,9 @@ def block(i, o):
 class Net(nn.Module):
     """"tiny": the screen (15k parameters, ~1 M multiply-adds per crop on the crop averaged to 0.5 um/px), run on
     every candidate; "large": the main classifier (0.28 M parameters, ~28 M multiply-adds), run only on the candidates
-    the screen passes; "small" (48k parameters, 4.6 M multiply-adds): the single network of libgrade 0.1."""
+    the screen passes; "small" (48k parameters, 4.6 M multiply-adds): the single network of libgrade 0.1; "context": the
+    verifier, the large network's layers on a 128x128 crop (32 um) averaged to 64x64 at 0.5 um/px, run only on the
+    candidates the main network already scores high (MitosisParams::verify_from)."""
 
     def __init__(self, arch="small"):
         super().__init__()
@@ -89,8 +92,9 @@ class Net(nn.Module):
                       *block(32, 48), nn.MaxPool2d(2),   # 4
                       *block(48, 64)]
             width = 64
-        elif arch == "large":
-            layers = [*block(3, 16), nn.MaxPool2d(2),                    # 64 -> 32
+        elif arch in ("large", "context"):
+            layers = [nn.AvgPool2d(2)] if arch == "context" else []    # context: 128 -> 64 (0.5 um/px)
+            layers += [*block(3, 16), nn.MaxPool2d(2),                   # 64 -> 32
                       *block(16, 32), nn.MaxPool2d(2),                   # 16
                       *block(32, 64), *block(64, 64), nn.MaxPool2d(2),   # 8
                       *block(64, 128), nn.MaxPool2d(2),                  # 4
@@ -99,7 +103,7 @@ class Net(nn.Module):
         else:
             raise ValueError(arch)
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1))
-        self.drop = nn.Dropout(0.3 if arch == "large" else 0.0)
+        self.drop = nn.Dropout(0.3 if arch in ("large", "context") else 0.0)
         self.fc = nn.Linear(width, 1)
 
     def forward(self, x):
@@ -182,7 +186,7 @@ def main():
                     "0-2 for cross-validation, bench_mitosis_quality --fold)")
     ap.add_argument("--init-only", action="store_true", help="export the untrained network (for bootstrapping)")
     ap.add_argument("--scores-out", help="write held-out candidate scores (CSV) here")
-    ap.add_argument("--arch", choices=["tiny", "small", "large"], default="small")
+    ap.add_argument("--arch", choices=["tiny", "small", "large", "context"], default="small")
     ap.add_argument("--screen", help="a trained screen network (ONNX): train only on the candidates it passes")
     ap.add_argument("--screen-threshold", type=float, default=0.02,
                     help="screen probability a training negative must reach to be used (held-out: cascade scores)")
@@ -201,6 +205,9 @@ def main():
     if a.convert_pooled:
         convert_pooled(a.convert_pooled, a.out)
         return
+    global CROP
+    if a.arch == "context":
+        CROP = CONTEXT_CROP
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
@@ -368,11 +375,14 @@ def colour_jitter(out, rng):
 
 
 def screen_scores(path, X):
-    """The screen network's probabilities (OpenCV dnn, as at run time) on the centre crops."""
+    """The screen network's probabilities (OpenCV dnn, as at run time) on the centre crops. A screen is a 64x64
+    classifier: with --arch context, it sees the middle 64x64 of each 128x128 crop."""
     dnn = cv2.dnn.readNetFromONNX(path)
     out = []
+    side, cut = onnx_side(path), (CROP - 64) // 2
     for b in range(0, len(X), 512):
-        dnn.setInput(dnn_input(path, centre(X[b:b + 512])))
+        x = centre(X[b:b + 512])[:, :, cut:cut + 64, cut:cut + 64]
+        dnn.setInput((pool2(x) if side < 64 else x).numpy())
         out.append(1.0 / (1.0 + np.exp(-dnn.forward().reshape(-1))))
     return np.concatenate(out) if out else np.zeros(0)
 

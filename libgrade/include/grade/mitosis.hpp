@@ -39,9 +39,13 @@ class MitosisModel {
   // figure (input N x 3 x 64 x 64: a 128 x 128 crop at 0.25 um/px around the detection averaged 2x2; output N x 1 x
   // 16 x 16 logits over 2 um cells; MitosisParams::locate). Throws Error(model) when the bytes are not an ONNX network
   // OpenCV can run with the expected shapes.
+  // `verify_onnx_bytes` (optional): the verifier, a second classifier with more context that runs only on the
+  // candidates the main network scores >= MitosisParams::verify_from (input N x 3 x 64 x 64: a 128 x 128 crop at
+  // 0.25 um/px averaged 2x2; output N x 1 logits).
   static std::shared_ptr<const MitosisModel> from_onnx(const std::vector<unsigned char>& onnx_bytes,
                                                        const std::vector<unsigned char>& screen_onnx_bytes = {},
-                                                       const std::vector<unsigned char>& locate_onnx_bytes = {});
+                                                       const std::vector<unsigned char>& locate_onnx_bytes = {},
+                                                       const std::vector<unsigned char>& verify_onnx_bytes = {});
   // The model compiled into the library: libgrade/models/mitosis_cnn.onnx (main) with mitosis_screen.onnx (screen)
   // and mitosis_locate.onnx (locator).
   static std::shared_ptr<const MitosisModel> embedded();
@@ -75,14 +79,19 @@ struct MitosisParams {
 
   // Stage 2 (classifier) and output.
   // Candidates the screen network gives a probability below this are scored 0 without running the main classifier
-  // (0 = run the main classifier on every candidate; ignored for a model without a screen). 0.3, chosen with the
-  // candidates at their peaks: held-out recall at the operating threshold 0.735 (0.743 at 0.2, 4 figures of 498) for
-  // 31 % more speed on grade-synth tissue, where the main network's share of the candidates falls from 10.6 to 6.1 %
-  // (benchmarks/README.md, "Mitosis").
-  double screen_threshold = 0.3;
+  // (0 = run the main classifier on every candidate; ignored for a model without a screen). 0.4 since the verifier
+  // (seventh session): cross-validated on AMi-Br (scored fairly, see `locate`), recall at <= 3 FP/mm^2 0.844 against
+  // 0.865 at 0.3, for 20 % more speed on grade-synth tissue (median 22.3 against 18.6 MP/s per core, alternated);
+  // before the verifier it was 0.3 (benchmarks/README.md, "Mitosis").
+  double screen_threshold = 0.4;
   // Test-time augmentation: the classifier's logit is averaged over this many of the 8 quarter turns and mirror images
   // of each crop (1 = none); the cost of stage 2 grows in proportion.
   int orientations = 1;
+  // Candidates the main network scores at least this also go to the model's verifier (if it has one), and their score
+  // becomes the mean of the two networks' logits (1 = never; 0 = every candidate the screen passes). The verifier
+  // sees 32 um around the candidate at 0.5 um/px where the main network sees 16 um at 0.25 um/px: the cell's shape,
+  // its halo and its neighbours. Only a few candidates per mm^2 score this high, so it costs almost nothing.
+  double verify_from = 0.5;
   // Detections closer than this to a higher-scoring detection are dropped. 16 um because the two daughter chromatin
   // masses of a late anaphase / telophase lie 10-20 um apart and are counted as one figure (10 um counted many twice).
   double nms_radius_um = 16.0;

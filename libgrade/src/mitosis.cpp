@@ -347,27 +347,6 @@ std::vector<double> score_on(const ImageView& image, const detail::Working& work
       throw Error(ErrorCode::model, std::string("mitosis classifier: forward pass failed: ") + e.what());
     }
   };
-  // Test-time augmentation: the mean logit over the first `n` of the 8 quarter turns / mirror images.
-  auto mean_logit = [&](cv::dnn::Net& n, const std::vector<cv::Mat>& images, int pool, int orientations) {
-    cv::Mat sum = forward(n, images, pool);
-    for (int o = 1; o < orientations; ++o) {
-      std::vector<cv::Mat> turned(images.size());
-      for (size_t j = 0; j < images.size(); ++j) {
-        // Never in place: a crop may be a view into the image.
-        cv::Mat t;
-        if (o >= 4)
-          cv::flip(images[j], t, 1);
-        else
-          t = images[j];
-        if (o % 4 == 0) turned[j] = t.clone();
-        if (o % 4 == 1) cv::rotate(t, turned[j], cv::ROTATE_90_CLOCKWISE);
-        if (o % 4 == 2) cv::rotate(t, turned[j], cv::ROTATE_180);
-        if (o % 4 == 3) cv::rotate(t, turned[j], cv::ROTATE_90_COUNTERCLOCKWISE);
-      }
-      sum += forward(n, turned, pool);
-    }
-    return cv::Mat(sum / orientations);
-  };
   auto flush = [&](size_t first) {
     if (crops.empty()) return;
     std::vector<int> pass;  // indices into crops that go to the main classifier
@@ -381,7 +360,25 @@ std::vector<double> score_on(const ImageView& image, const detail::Working& work
     if (!pass.empty()) {
       std::vector<cv::Mat> chosen;
       for (int i : pass) chosen.push_back(crops[static_cast<size_t>(i)]);
-      cv::Mat out = mean_logit(*net.net, chosen, 1, params.orientations);
+      // Test-time augmentation: the mean logit over the first `orientations` of the 8 turns / mirror images.
+      cv::Mat sum = forward(*net.net, chosen, 1);
+      for (int o = 1; o < params.orientations; ++o) {
+        std::vector<cv::Mat> turned(chosen.size());
+        for (size_t j = 0; j < chosen.size(); ++j) {
+          // Never in place: a crop may be a view into the image.
+          cv::Mat t;
+          if (o >= 4)
+            cv::flip(chosen[j], t, 1);
+          else
+            t = chosen[j];
+          if (o % 4 == 0) turned[j] = t.clone();
+          if (o % 4 == 1) cv::rotate(t, turned[j], cv::ROTATE_90_CLOCKWISE);
+          if (o % 4 == 2) cv::rotate(t, turned[j], cv::ROTATE_180);
+          if (o % 4 == 3) cv::rotate(t, turned[j], cv::ROTATE_90_COUNTERCLOCKWISE);
+        }
+        sum += forward(*net.net, turned, 1);
+      }
+      cv::Mat out = sum / params.orientations;
       // The verifier: a second opinion on the candidates the main network scores >= verify_from, from the 32 um
       // around each at 0.5 um/px; their score is the mean of the two logits.
       std::vector<int> high;  // indices into pass

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Trains libgrade's mitotic-figure classifiers: the screen (libgrade/models/mitosis_screen.onnx, run on every
-candidate) and the main network (libgrade/models/mitosis_cnn.onnx, run on the candidates the screen passes).
+candidate), the main network (libgrade/models/mitosis_cnn.onnx, run on the candidates the screen passes) and the
+verifier (libgrade/models/mitosis_verify.onnx, a wider view run on the candidates the main network scores high).
 
 Reproducible (fixed seeds, CPU; the committed models were made exactly so, ~15 + 60 min on a shared 2-core machine):
   cmake --build build --target bench_mitosis_quality
@@ -14,9 +15,17 @@ Reproducible (fixed seeds, CPU; the committed models were made exactly so, ~15 +
   # 3. the main network: all positives, every negative the small network gives >= 0.02, 2000 others per epoch
   $T --arch large --screen /tmp/mitosis_small.onnx --screen-threshold 0.02 --neg-per-epoch 100000 --easy-negatives 2000 \
      --epochs 30 --threads 1 --warp 0.5 --lr 2e-3 --out libgrade/models/mitosis_cnn.onnx
+  # 4. the verifier (seventh session; ~35 min at 1 thread with three other trainings on the 2 cores): the main
+  #    network's recipe on 128x128 crops averaged to 64x64, with the candidates at their centroids, as libgrade now
+  #    makes them (the small network of step 1 still picks the hard negatives)
+  build/benchmarks/bench_mitosis_quality --dump-candidates /tmp/mc_centroid.csv
+  /usr/bin/python3 tools/train/train_mitosis.py --candidates /tmp/mc_centroid.csv --data ../shared/data --arch context \
+     --screen /tmp/mitosis_small.onnx --screen-threshold 0.02 --neg-per-epoch 100000 --easy-negatives 2000 \
+     --epochs 20 --threads 1 --warp 0.5 --lr 2e-3 --out libgrade/models/mitosis_verify.onnx
   # held-out summary of a network, behind a screen: --eval NET.onnx [--screen S.onnx --screen-threshold T]
-  # cross-validation: the same three commands with --fold K (K = 0, 1, 2; the committed networks are fold 3) and
-  # their own --out files, then bench_mitosis_quality --fold K --model MAIN --screen SCREEN --csv cvK.csv per fold
+  # cross-validation: the same commands with --fold K (K = 0, 1, 2; the committed networks are fold 3) and
+  # their own --out files, then bench_mitosis_quality --fold K --model MAIN --screen SCREEN [--locate L --verify V]
+  # --csv cvK.csv per fold
   # (benchmarks/README.md, "Cross-validation")
 The screen (tiny) is exported without its first layer, the 2x2 average, which libgrade applies to the crop itself
 (class Pooled). The committed screen was exported before that and converted, same weights and outputs, with
@@ -33,7 +42,8 @@ Split by source image: the groups (AMi-Br dataset/source_image, CoNSeP source im
 are sorted per set and every 4th (index % 4 == 3) is held out; the model is trained on the other 3/4 only, so that
 benchmarks/bench_mitosis_quality measures it on unseen source images.
 
-Crops: 64x64 RGB at 0.25 um/px centred on floor(candidate) (image edges mirrored, BORDER_REFLECT_101), scaled to
+Crops: 64x64 RGB at 0.25 um/px (the verifier, --arch context: 128x128, averaged 2x2 by its first layer, which is
+exported without it, as the screen) centred on floor(candidate) (image edges mirrored, BORDER_REFLECT_101), scaled to
 0..1, exactly as libgrade/src/mitosis.cpp makes them. The network is plain conv / batch-norm / ReLU / max-pool with
 global average pooling, which OpenCV 4.6 dnn runs; the script checks cv2.dnn against torch on held-out crops.
 """

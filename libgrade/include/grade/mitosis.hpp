@@ -1,6 +1,6 @@
 #pragma once
-// Mitotic-figure detection: dark hematoxylin candidates at about 1 um/px, then two trained CNNs in cascade on 64x64
-// crops at 0.25 um/px around each candidate.
+// Mitotic-figure detection: dark hematoxylin candidates at about 1 um/px, then trained CNNs in cascade on crops at
+// 0.25 um/px around each candidate.
 //
 // Method. Stage 1 (cheap, every pixel): the image is area-averaged to `candidate_mpp` (1 um/px, 16x fewer pixels than
 // 0.25 um/px), the hematoxylin optical density is obtained by colour deconvolution (Ruifrok & Johnston, Anal Quant
@@ -11,9 +11,11 @@
 // (about 90 % of them in ordinary tumour), and a larger network (0.28 M parameters; conv / batch-norm / ReLU /
 // max-pool, global average pooling; in the spirit of Ciresan et al., MICCAI 2013, and of the two-stage detectors of the
 // MIDOG challenges, Aubreville et al., MedIA 2023) gives each remaining candidate the probability of being a mitotic
-// figure. Both were trained on the AMi-Br patches (Bertram et
-// al., BVM 2025) with look-alike negatives from the same patches and from nucleus data sets
-// (tools/train/train_mitosis.py; provenance and numbers in benchmarks/README.md). Detections closer than
+// figure from its 64x64 crop (16 um). The candidates it scores >= `verify_from` also go to a verifier: the same layers
+// on a wider view (32 um around the candidate at 0.5 um/px: the cell's outline, its halo, its neighbours); their
+// score is the mean of the two logits (an ensemble of two views, run only where it matters). All three were trained
+// on the AMi-Br patches (Bertram et al., BVM 2025) with look-alike negatives from the same patches and from nucleus
+// data sets (tools/train/train_mitosis.py; provenance and numbers in benchmarks/README.md). Detections closer than
 // `nms_radius_um` to a higher-scoring one are dropped (one figure, e.g. the two halves of an anaphase, gives one
 // detection). Stage 3 (only on the detections): a locator network moves each detection to the centre of its figure
 // (the soft-argmax of a map of 2 um cells over the 32 um around it; tools/train/train_mitosis_locate.py), since a
@@ -90,7 +92,10 @@ struct MitosisParams {
   // Candidates the main network scores at least this also go to the model's verifier (if it has one), and their score
   // becomes the mean of the two networks' logits (1 = never; 0 = every candidate the screen passes). The verifier
   // sees 32 um around the candidate at 0.5 um/px where the main network sees 16 um at 0.25 um/px: the cell's shape,
-  // its halo and its neighbours. Only a few candidates per mm^2 score this high, so it costs almost nothing.
+  // its halo and its neighbours. Cross-validated on AMi-Br (scored fairly, see `locate`), it raised recall at <= 3
+  // false positives per mm^2 from 0.666 to 0.865 (screen 0.3) and cut detections on the nucleus images from 5.0 to 4.2
+  // per mm^2 at 0.9. 0.5 was not tuned (0.2: 0.871; 0.8: 0.829 but 3.3 per mm^2 on the nucleus images). It costs ~3 %
+  // of stage 2's time on grade-synth tissue (benchmarks/README.md, "Mitosis").
   double verify_from = 0.5;
   // Detections closer than this to a higher-scoring detection are dropped. 16 um because the two daughter chromatin
   // masses of a late anaphase / telophase lie 10-20 um apart and are counted as one figure (10 um counted many twice).
@@ -108,8 +113,9 @@ struct MitosisParams {
   // (ignored for a model without one). The classifier finds a figure from one of its dark masses (a clump of a spread
   // prometaphase or atypical figure, one end of an anaphase), and that mark can lie 7.5-11 um from the figure's
   // centre. Which detections are returned (and the count) does not change, only where. Cross-validated on AMi-Br, it
-  // raised recall at <= 3 false positives per mm^2 from 0.596 to 0.666 (scored so that moves into the metric's
-  // ignored patch border hide no false positive; eval_mitosis.py as is says 0.826; benchmarks/README.md, "Mitosis").
+  // raised recall at <= 3 false positives per mm^2 from 0.596 to 0.666 before the verifier, and from 0.811 to 0.844
+  // with it (scored so that moves into the metric's ignored patch border hide no false positive; eval_mitosis.py as
+  // is says 0.826 and 0.861; benchmarks/README.md, "Mitosis").
   bool locate = true;
   // Level-0 rectangle whose detections are wanted (e.g. a tile's core, the image being the core plus its context
   // margin); width or height 0 = the whole image. Only detections inside it are returned, and the same ones as

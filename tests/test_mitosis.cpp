@@ -55,6 +55,17 @@ const grade::MitosisDetection* nearest(const std::vector<grade::MitosisDetection
   return best;
 }
 
+// The deterministic test pattern of the training scripts (tools/train/train_mitosis.py, train_mitosis_locate.py):
+// value (x*7 + y*13 + c*50 + k*31) % 256 at pixel (x, y), channel c (RGB), pattern k.
+cv::Mat test_pattern(int side, int k) {
+  cv::Mat img(side, side, CV_8UC3);
+  for (int y = 0; y < side; ++y)
+    for (int x = 0; x < side; ++x)
+      for (int c = 0; c < 3; ++c)
+        img.at<cv::Vec3b>(y, x)[c] = static_cast<uchar>((x * 7 + y * 13 + c * 50 + k * 31) % 256);
+  return img;
+}
+
 }  // namespace
 
 TEST_CASE("a drawn dark figure on stroma is a candidate and a detection at the right place") {
@@ -294,10 +305,7 @@ TEST_CASE("the embedded classifier gives torch's outputs (tools/train/train_mito
   // Logits printed by the training script for the same three crops ("test patterns (logits)").
   const double torch_logits[3] = {-8.41449, -9.76564, -9.44612};
   for (int k = 0; k < 3; ++k) {
-    cv::Mat crop(64, 64, CV_8UC3);
-    for (int y = 0; y < 64; ++y)
-      for (int x = 0; x < 64; ++x)
-        for (int c = 0; c < 3; ++c) crop.at<cv::Vec3b>(y, x)[c] = static_cast<uchar>((x * 7 + y * 13 + c * 50 + k * 31) % 256);
+    const cv::Mat crop = test_pattern(64, k);
     grade::MitosisParams p;
     p.screen_threshold = 0.0;  // the main network on every candidate: its logits are what the script printed
     const auto s = grade::score_mitosis_candidates(grade::make_view(crop, 0.25), {{32.0, 32.0, 1.0}}, p);
@@ -311,11 +319,7 @@ TEST_CASE("the embedded verifier gives torch's outputs; its logit is averaged wi
   const double torch_logits[3] = {-0.26089, -0.46548, 0.39235};
   auto logit = [](double p) { return std::log(p / (1.0 - p)); };
   for (int k = 0; k < 3; ++k) {
-    cv::Mat img(128, 128, CV_8UC3);
-    for (int y = 0; y < 128; ++y)
-      for (int x = 0; x < 128; ++x)
-        for (int c = 0; c < 3; ++c)
-          img.at<cv::Vec3b>(y, x)[c] = static_cast<uchar>((x * 7 + y * 13 + c * 50 + k * 31) % 256);
+    const cv::Mat img = test_pattern(128, k);
     const grade::ImageView view = grade::make_view(img, 0.25);
     grade::MitosisParams main_only, both;
     main_only.screen_threshold = both.screen_threshold = 0.0;
@@ -340,11 +344,7 @@ TEST_CASE("the embedded locator gives the offsets the training script computes (
   // Python, soft-argmax in numpy): the crop, its 2x2 average, the network and the cell centres checked end to end.
   const double want[3][2] = {{-0.8812, 3.9214}, {-1.1555, 3.9808}, {-1.0182, 3.5437}};
   for (int k = 0; k < 3; ++k) {
-    cv::Mat img(128, 128, CV_8UC3);
-    for (int y = 0; y < 128; ++y)
-      for (int x = 0; x < 128; ++x)
-        for (int c = 0; c < 3; ++c)
-          img.at<cv::Vec3b>(y, x)[c] = static_cast<uchar>((x * 7 + y * 13 + c * 50 + k * 31) % 256);
+    const cv::Mat img = test_pattern(128, k);
     std::vector<grade::MitosisDetection> d{{64.0, 64.0, 1.0}};  // its crop is the whole image
     grade::locate_mitoses(grade::make_view(img, 0.25), d);
     CHECK(std::abs(d[0].x - 64.0 - want[k][0]) < 0.03);  // offsets are rounded to 1/64 px

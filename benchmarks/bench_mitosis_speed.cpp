@@ -8,7 +8,8 @@
 //                                       0.25 um/px; MP/s counts the cores of those tiles, glass tiles are skipped
 //   --screen-threshold T, --candidate-min-od OD, --candidate-separation-um UM, --candidate-centroid-um UM
 //                                       other stage parameters (default: MitosisParams's)
-//   --model MAIN.onnx [--screen SCREEN.onnx]   other networks than the embedded ones (then without a locator)
+//   --model MAIN.onnx [--screen SCREEN.onnx]   other networks than the embedded ones (then without a locator or
+//                                               verifier)
 //   --no-locate                                 without stage 3, the locator
 //   --verify-from P                             the verifier on candidates the main network scores >= P (1 = never)
 #include <algorithm>

@@ -48,8 +48,8 @@ class MitosisModel {
                                                        const std::vector<unsigned char>& screen_onnx_bytes = {},
                                                        const std::vector<unsigned char>& locate_onnx_bytes = {},
                                                        const std::vector<unsigned char>& verify_onnx_bytes = {});
-  // The model compiled into the library: libgrade/models/mitosis_cnn.onnx (main) with mitosis_screen.onnx (screen)
-  // and mitosis_locate.onnx (locator).
+  // The model compiled into the library: libgrade/models/mitosis_cnn.onnx (main) with mitosis_screen.onnx (screen),
+  // mitosis_locate.onnx (locator) and mitosis_verify.onnx (verifier).
   static std::shared_ptr<const MitosisModel> embedded();
 
   struct Impl;

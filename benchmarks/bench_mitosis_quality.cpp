@@ -11,7 +11,8 @@
 //   bench_mitosis_quality --dump-candidates OUT.csv      (stage-1 candidates of every image, for training)
 //
 // Prints the recall / FP-per-mm^2 curve on AMi-Br, recall per class and dataset at the operating threshold, and the
-// detections per mm^2 on the nucleus images (consep, monuseg, cpm15), where mitoses are rare. --csv writes the AMi-Br
+// detections per mm^2 on the nucleus images (consep, monuseg, cpm15), where mitoses are rare (inside eval_mitosis.py's
+// 2 um border, as its false positives per mm^2 on the patches; also over whole images). --csv writes the AMi-Br
 // detections (eval_mitosis.py's input), --nuclei-csv those on the nucleus images (set,image,x,y,score), to view them.
 #include <chrono>
 #include <cstdio>
@@ -123,12 +124,8 @@ int main(int argc, char** argv) {
     nuclei_csv.open(nuclei_csv_path);
     nuclei_csv << "set,image,x,y,score\n";
   }
-  struct SetStats {
-    double area_mm2 = 0;
-    std::vector<double> scores;
-    int images = 0;
-  };
-  std::map<std::string, SetStats> nuclei;
+  std::map<std::string, me::OpenImages> nuclei;
+  me::OpenImages all_nuclei;
   double mp = 0, seconds = 0;
   size_t n_candidates = 0;
   for (const auto& d : images) {
@@ -147,14 +144,11 @@ int main(int argc, char** argv) {
       patches.push_back(&d);
       sizes.push_back(rgb.size());
     } else {
-      auto& s = nuclei[d.set];
-      s.area_mm2 += rgb.total() * d.mpp * d.mpp * 1e-6;
-      ++s.images;
-      for (const auto& k : det) {
-        s.scores.push_back(k.score);
-        if (nuclei_csv.is_open())
+      nuclei[d.set].add(rgb.size(), d.mpp, det);
+      all_nuclei.add(rgb.size(), d.mpp, det);
+      if (nuclei_csv.is_open())
+        for (const auto& k : det)
           nuclei_csv << d.set << "," << d.name << "," << k.x << "," << k.y << "," << k.score << "\n";
-      }
     }
   }
   const auto e = me::evaluate_patches(patches, sizes, dets);
@@ -174,17 +168,19 @@ int main(int argc, char** argv) {
   std::printf("at thresholds:\n%10s %8s %10s %8s %9s %9s", "threshold", "recall", "FP/mm2", "atyp_rec", "MIDOG_rec",
               "TUPAC_rec");
   for (const auto& [set, s] : nuclei) std::printf(" %9s", (set + "/mm2").c_str());
-  std::printf("\n");
+  std::printf(" %9s %9s\n", "all/mm2", "(whole)");
   for (double t : {0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, threshold}) {
     const auto p = e.at(t);
     std::printf("%10.4f %8.3f %10.2f %8.3f %9.3f %9.3f", t, p.recall, p.fp_per_mm2, e.recall_of("class", "atypical", t),
                 e.recall_of("dataset", "MIDOG21", t, false), e.recall_of("dataset", "TUPAC16", t, false));
-    for (const auto& [set, s] : nuclei) {
-      const auto n = std::count_if(s.scores.begin(), s.scores.end(), [&](double v) { return v >= t; });
-      std::printf(" %9.2f", n / s.area_mm2);
-    }
-    std::printf("%s\n", t == threshold ? "   <- operating threshold" : "");
+    for (const auto& [set, s] : nuclei) std::printf(" %9.2f", s.rate(t));
+    std::printf(" %9.2f %9.2f%s\n", all_nuclei.rate(t), all_nuclei.whole_rate(t),
+                t == threshold ? "   <- operating threshold" : "");
   }
-  for (const auto& [set, s] : nuclei) std::printf("  %s: %d images, %.3f mm^2\n", set.c_str(), s.images, s.area_mm2);
+  for (const auto& [set, s] : nuclei)
+    std::printf("  %s: %d images, %.3f mm^2 inside the 2 um border (%.3f whole)\n", set.c_str(), s.images, s.area_mm2,
+                s.whole_mm2);
+  std::printf("  nucleus-image detections/mm^2 count those inside eval_mitosis.py's border (8 px at 0.25 um/px) over "
+              "the area inside it; (whole): every detection over the whole images\n");
   return 0;
 }

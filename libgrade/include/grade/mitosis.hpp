@@ -13,7 +13,8 @@
 // MIDOG challenges, Aubreville et al., MedIA 2023) gives each remaining candidate the probability of being a mitotic
 // figure from its 64x64 crop (16 um). The candidates it scores >= `verify_from` also go to a verifier: the same layers
 // on a wider view (32 um around the candidate at 0.5 um/px: the cell's outline, its halo, its neighbours); their
-// score is the mean of the two logits (an ensemble of two views, run only where it matters). All three were trained
+// score is the mean of the two logits (an ensemble of two views, run only where it matters). The embedded verifier is
+// itself two such networks trained with different seeds, their logits averaged inside one ONNX graph. All were trained
 // on the AMi-Br patches (Bertram et al., BVM 2025) with look-alike negatives from the same patches and from nucleus
 // data sets (tools/train/train_mitosis.py; provenance and numbers in benchmarks/README.md). Detections closer than
 // `nms_radius_um` to a higher-scoring one are dropped (one figure, e.g. the two halves of an anaphase, gives one
@@ -43,13 +44,13 @@ class MitosisModel {
   // OpenCV can run with the expected shapes.
   // `verify_onnx_bytes` (optional): the verifier, a second classifier with more context that runs only on the
   // candidates the main network scores >= MitosisParams::verify_from (input N x 3 x 64 x 64: a 128 x 128 crop at
-  // 0.25 um/px averaged 2x2; output N x 1 logits).
+  // 0.25 um/px averaged 2x2; output N x 1 logits; it may be an ensemble in one graph, train_mitosis.py --average).
   static std::shared_ptr<const MitosisModel> from_onnx(const std::vector<unsigned char>& onnx_bytes,
                                                        const std::vector<unsigned char>& screen_onnx_bytes = {},
                                                        const std::vector<unsigned char>& locate_onnx_bytes = {},
                                                        const std::vector<unsigned char>& verify_onnx_bytes = {});
   // The model compiled into the library: libgrade/models/mitosis_cnn.onnx (main) with mitosis_screen.onnx (screen),
-  // mitosis_locate.onnx (locator) and mitosis_verify.onnx (verifier).
+  // mitosis_locate.onnx (locator) and mitosis_verify.onnx (verifier: two networks, logits averaged).
   static std::shared_ptr<const MitosisModel> embedded();
 
   struct Impl;
@@ -94,8 +95,10 @@ struct MitosisParams {
   // sees 32 um around the candidate at 0.5 um/px where the main network sees 16 um at 0.25 um/px: the cell's shape,
   // its halo and its neighbours. Cross-validated on AMi-Br (scored fairly, see `locate`), it raised recall at <= 3
   // false positives per mm^2 from 0.666 to 0.865 (screen 0.3) and cut detections on the nucleus images from 5.0 to 4.2
-  // per mm^2 at 0.9. 0.5 was not tuned (0.2: 0.871; 0.8: 0.829 but 3.3 per mm^2 on the nucleus images). It costs ~3 %
-  // of stage 2's time on grade-synth tissue (benchmarks/README.md, "Mitosis").
+  // per mm^2 at 0.9. 0.5 was not tuned (0.2: 0.871; 0.8: 0.829 but 3.3 per mm^2 on the nucleus images). Averaging two
+  // verifiers trained with different seeds (eighth session; screen 0.4) took the nucleus images from 3.9 to 3.0 per
+  // mm^2 at 0.9 with the same AMi-Br recall (0.812 -> 0.813). The pair costs ~3-6 % of stage 2's time on grade-synth
+  // tissue (benchmarks/README.md, "Mitosis").
   double verify_from = 0.5;
   // Detections closer than this to a higher-scoring detection are dropped. 16 um because the two daughter chromatin
   // masses of a late anaphase / telophase lie 10-20 um apart and are counted as one figure (10 um counted many twice).

@@ -97,8 +97,8 @@ struct MitosisParams {
   // false positives per mm^2 from 0.666 to 0.865 (screen 0.3) and cut detections on the nucleus images from 5.0 to 4.2
   // per mm^2 at 0.9. 0.5 was not tuned (0.2: 0.871; 0.8: 0.829 but 3.3 per mm^2 on the nucleus images). Averaging two
   // verifiers trained with different seeds (eighth session; screen 0.4) took the nucleus images from 3.9 to 3.0 per
-  // mm^2 at 0.9 with the same AMi-Br recall (0.812 -> 0.813). The pair costs ~3-6 % of stage 2's time on grade-synth
-  // tissue (benchmarks/README.md, "Mitosis").
+  // mm^2 at 0.9 with the same AMi-Br recall (0.812 -> 0.813). The pair costs ~6 % of stage 2's time (~3 % each) on
+  // grade-synth tissue (benchmarks/README.md, "Mitosis").
   double verify_from = 0.5;
   // Detections closer than this to a higher-scoring detection are dropped. 16 um because the two daughter chromatin
   // masses of a late anaphase / telophase lie 10-20 um apart and are counted as one figure (10 um counted many twice).

@@ -15,6 +15,8 @@ by their source image, train_<n>); --fold -1 trains on everything (the committed
 Reproducible: fixed seeds, CPU, torch threads <= 2. Example (the committed model):
   nice -n 10 /usr/bin/python3 tools/train/train_nuclei.py --data ../shared/data/nuclei --fold -1 \
       --out libgrade/models/nuclei_unet.onnx --minutes 15
+Distillation (tried for a narrower, faster network; not kept, benchmarks/README.md): --teacher WIDE.pt adds the wide
+network's outputs as targets, --unlabelled ../shared/data/mitosis/amibr adds crops of unlabelled H&E for them.
 """
 import argparse
 import csv
@@ -138,6 +140,44 @@ def loss_fn(out, y, typed):
     return l_fg + l_d + 0.5 * l_sp
 
 
+def unlabelled_crops(images, rng, n, size):
+    """Augmented crops (as crops() makes them) of images without labels, for distillation."""
+    xs = []
+    for _ in range(n):
+        img = images[rng.integers(len(images))]
+        h, w = img.shape[:2]
+        r0, c0 = rng.integers(h - size + 1), rng.integers(w - size + 1)
+        im = np.rot90(img[r0:r0 + size, c0:c0 + size].astype(np.float32) / 255.0, rng.integers(4), (0, 1))
+        if rng.random() < 0.5:
+            im = im[:, ::-1]
+        od = -np.log(np.clip(im, 1.0 / 255, 1.0))
+        od = od * rng.uniform(0.75, 1.3, 3)[None, None, :] + rng.uniform(-0.05, 0.05, 3)[None, None, :]
+        im = np.clip(np.exp(-od) * rng.uniform(0.92, 1.08), 0, 1)
+        xs.append(np.ascontiguousarray(im.transpose(2, 0, 1)).astype(np.float32) - 0.5)
+    return torch.tensor(np.stack(xs))
+
+
+def load_unlabelled(amibr_dir, side):
+    """The AMi-Br mitosis patches (0.25 um/px) at the working scale, a source of unlabelled H&E for distillation."""
+    out = []
+    for fn in sorted(os.listdir(os.path.join(amibr_dir, "patches"))):
+        img = cv2.cvtColor(cv2.imread(os.path.join(amibr_dir, "patches", fn)), cv2.COLOR_BGR2RGB)
+        s = 0.25 / WORK_MPP
+        img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
+        if min(img.shape[:2]) >= side:
+            out.append(img)
+    return out
+
+
+def distill_loss(out, ref):
+    """The student's outputs against the teacher's (probabilities): foreground and distance everywhere, spindle where
+    the teacher sees a nucleus."""
+    p, q = torch.sigmoid(out), torch.sigmoid(ref)
+    w = (q[:, 0] > 0.5).float()
+    return (F.binary_cross_entropy_with_logits(out[:, 0], q[:, 0]) + 4 * ((p[:, 1] - q[:, 1]) ** 2).mean()
+            + 0.5 * (F.binary_cross_entropy_with_logits(out[:, 2], q[:, 2], reduction="none") * w).sum() / (w.sum() + 1))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../shared/data/nuclei")
@@ -154,6 +194,12 @@ def main():
     ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--widths", default="12,24,32", help="channels per level (a narrower network runs faster; start "
                     "it from a wide one with prune_nuclei.py)")
+    ap.add_argument("--teacher", help="distillation: a trained network's state dict (.pt) whose outputs the network "
+                    "also learns, on the training crops and on --unlabelled crops")
+    ap.add_argument("--teacher-widths", default="12,24,32")
+    ap.add_argument("--distill-weight", type=float, default=1.0)
+    ap.add_argument("--unlabelled", help="with --teacher: AMi-Br folder (../shared/data/mitosis/amibr) whose patches "
+                    "add unlabelled crops (64 px at 0.5 um/px, 2 per labelled crop) to every step")
     a = ap.parse_args()
     torch.set_num_threads(min(a.threads, 2))
     torch.manual_seed(a.seed)
@@ -169,6 +215,14 @@ def main():
     model = NucleiNet(tuple(int(v) for v in a.widths.split(",")))
     if a.init:
         model.load_state_dict(torch.load(a.init))
+    teacher, extra = None, []
+    if a.teacher:
+        teacher = NucleiNet(tuple(int(v) for v in a.teacher_widths.split(",")))
+        teacher.load_state_dict(torch.load(a.teacher))
+        teacher.eval()
+        if a.unlabelled:
+            extra = load_unlabelled(a.unlabelled, 64)
+        print(f"distilling from {a.teacher} (weight {a.distill_weight}), {len(extra)} unlabelled images", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
     budget = a.minutes * 60 - (time.time() - t0) - 30
     t1 = time.time()
@@ -185,6 +239,15 @@ def main():
         model.train()
         out = model(x)
         loss = loss_fn(out, y, t)
+        if teacher is not None:
+            with torch.no_grad():
+                ref = teacher(x)
+            loss = loss + a.distill_weight * distill_loss(out, ref)
+            if extra:
+                xu = unlabelled_crops(extra, rng, 2 * a.batch, 64)
+                with torch.no_grad():
+                    ref_u = teacher(xu)
+                loss = loss + a.distill_weight * distill_loss(model(xu), ref_u)
         opt.zero_grad()
         loss.backward()
         opt.step()

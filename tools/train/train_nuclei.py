@@ -145,30 +145,17 @@ def loss_fn(out, y, typed):
     return l_fg + l_d + 0.5 * l_sp
 
 
-def unlabelled_crops(images, rng, n, size):
-    """Augmented crops (as crops() makes them) of images without labels, for distillation."""
-    xs = []
-    for _ in range(n):
-        img = images[rng.integers(len(images))]
-        h, w = img.shape[:2]
-        r0, c0 = rng.integers(h - size + 1), rng.integers(w - size + 1)
-        im = np.rot90(img[r0:r0 + size, c0:c0 + size].astype(np.float32) / 255.0, rng.integers(4), (0, 1))
-        if rng.random() < 0.5:
-            im = im[:, ::-1]
-        im = stain_jitter(im, rng)
-        xs.append(np.ascontiguousarray(im.transpose(2, 0, 1)).astype(np.float32) - 0.5)
-    return torch.tensor(np.stack(xs))
-
-
 def load_unlabelled(amibr_dir, side):
-    """The AMi-Br mitosis patches (0.25 um/px) at the working scale, a source of unlabelled H&E for distillation."""
+    """The AMi-Br mitosis patches (0.25 um/px) at the working scale, a source of unlabelled H&E for distillation, as
+    items for crops() (their label maps are zeros, unused)."""
     out = []
     for fn in sorted(os.listdir(os.path.join(amibr_dir, "patches"))):
         img = cv2.cvtColor(cv2.imread(os.path.join(amibr_dir, "patches", fn)), cv2.COLOR_BGR2RGB)
         s = 0.25 / WORK_MPP
         img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
         if min(img.shape[:2]) >= side:
-            out.append(img)
+            out.append(dict(img=img, y=np.broadcast_to(np.zeros((3, 1, 1), np.float32), (3,) + img.shape[:2]),
+                            typed=False))
     return out
 
 
@@ -247,7 +234,7 @@ def main():
                 ref = teacher(x)
             loss = loss + a.distill_weight * distill_loss(out, ref)
             if extra:
-                xu = unlabelled_crops(extra, rng, 2 * a.batch, 64)
+                xu = crops(extra, rng, 2 * a.batch, 64)[0]
                 with torch.no_grad():
                     ref_u = teacher(xu)
                 loss = loss + a.distill_weight * distill_loss(model(xu), ref_u)

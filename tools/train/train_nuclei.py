@@ -100,14 +100,6 @@ def load(data_dir):
     return items
 
 
-def stain_jitter(im, rng):
-    """Stain / scanner variation of an RGB crop in 0..1: jitter in optical density space (per-channel gain and
-    offset), and brightness."""
-    od = -np.log(np.clip(im, 1.0 / 255, 1.0))
-    od = od * rng.uniform(0.75, 1.3, 3)[None, None, :] + rng.uniform(-0.05, 0.05, 3)[None, None, :]
-    return np.clip(np.exp(-od) * rng.uniform(0.92, 1.08), 0, 1)
-
-
 def crops(items, rng, n, size):
     xs, ys, ts = [], [], []
     for _ in range(n):
@@ -126,7 +118,10 @@ def crops(items, rng, n, size):
         im, yy = np.rot90(im, k, (0, 1)), np.rot90(yy, k, (1, 2))
         if rng.random() < 0.5:
             im, yy = im[:, ::-1], yy[:, :, ::-1]
-        im = stain_jitter(im, rng)
+        # Stain / scanner variation: jitter in optical density space (per-channel gain and offset), and brightness.
+        od = -np.log(np.clip(im, 1.0 / 255, 1.0))
+        od = od * rng.uniform(0.75, 1.3, 3)[None, None, :] + rng.uniform(-0.05, 0.05, 3)[None, None, :]
+        im = np.clip(np.exp(-od) * rng.uniform(0.92, 1.08), 0, 1)
         xs.append(np.ascontiguousarray(im.transpose(2, 0, 1)).astype(np.float32) - 0.5)
         ys.append(np.ascontiguousarray(yy))
         ts.append(1.0 if it["typed"] else 0.0)

@@ -16,8 +16,8 @@ def cbr(i, o, k=3):
 class NucleiNet(nn.Module):
     """A U-Net whose finest level is at half the input resolution (a stride-2 stem): at 0.5 um/px input the features
     are at 1, 2 and 4 um/px, and the logits are upsampled bilinearly to the input size. Multiply-adds per input pixel
-    (macs_per_px): ~2.5k with widths 12-24-32, ~3.3k with the committed 16-24-32 (its finest level widened in the
-    ninth session: CoNSeP AJI +0.018, the nuclei stage ~18 % slower; benchmarks/README.md, "Nuclei")."""
+    (macs_per_px): ~2.5k with widths 12-24-32, ~2.7k with the committed 16-16-32 (ninth session: the finest level
+    widened, which is what CoNSeP needed, and the second narrowed, which costs little; benchmarks/README.md, "Nuclei")."""
 
     def __init__(self, w=(12, 24, 32), outputs=3):
         super().__init__()

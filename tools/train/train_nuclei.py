@@ -12,9 +12,12 @@ them, and stays 1 along a thin spindle nucleus's whole axis); spindle (CoNSeP ty
 Folds: --fold K of --folds N holds out every image with (hash of its source image) % N == K (CoNSeP tiles are grouped
 by their source image, train_<n>); --fold -1 trains on everything (the committed model).
 
-Reproducible: fixed seeds, CPU, torch threads <= 2. Example (the committed model):
-  nice -n 10 /usr/bin/python3 tools/train/train_nuclei.py --data ../shared/data/nuclei --fold -1 \
-      --out libgrade/models/nuclei_unet.onnx --minutes 15
+Reproducible: fixed seeds, CPU, torch threads <= 2, when a run ends at --steps rather than at --minutes. The
+committed model took seven stages (trained on fold 0 of 2, so that fold 1 scores it; a 12-24-32 network, then its
+finest level widened with widen_nuclei.py and its second level narrowed with prune_nuclei.py); their commands are in
+benchmarks/README.md, "Nuclei". The first stage:
+  nice -n 10 /usr/bin/python3 tools/train/train_nuclei.py --data ../shared/data/nuclei --fold 1 --folds 2 \
+      --out /tmp/nuc/fold1.onnx --minutes 14 --threads 1
 Distillation (tried for a narrower, faster network; not kept, benchmarks/README.md): --teacher WIDE.pt adds the wide
 network's outputs as targets, --unlabelled ../shared/data/mitosis/amibr adds crops of unlabelled H&E for them.
 """
@@ -203,6 +206,8 @@ def main():
         f.write("\n".join(held) + ("\n" if held else ""))
     print(f"loaded {len(items)} images in {time.time() - t0:.0f}s; training on {len(train)}, holding out {len(held)}",
           flush=True)
+    if a.share and a.sample != "area":
+        sys.exit("--share needs --sample area")
     weights = None
     if a.sample == "area":
         area = np.array([it["img"].shape[0] * it["img"].shape[1] for it in train], np.float64)
@@ -210,6 +215,8 @@ def main():
             share = {k: float(v) for k, v in (kv.split("=") for kv in a.share.split(","))}
             for ds in share:
                 sel = np.array([it["ds"] == ds for it in train])
+                if not sel.any():
+                    sys.exit(f"--share: no training images of data set '{ds}' (consep, monuseg, cpm15)")
                 area[sel] *= share[ds] / area[sel].sum()
         weights = area / area.sum()
         for ds in ("consep", "monuseg", "cpm15"):

@@ -10,12 +10,12 @@ nucleus boundary normalised per instance to 1 on its medial axis (separates touc
 them, and stays 1 along a thin spindle nucleus's whole axis); spindle (CoNSeP type 4; loss masked elsewhere).
 
 Folds: --fold K of --folds N holds out every image with (hash of its source image) % N == K (CoNSeP tiles are grouped
-by their source image, train_<n>); --fold -1 trains on everything (the committed model).
+by their source image, train_<n>); --fold -1 trains on everything (the committed model is not such a run: it is
+the fold-1 model, so that fold 1 can score it).
 
 Reproducible: fixed seeds, CPU, torch threads <= 2, when a run ends at --steps rather than at --minutes. The
-committed model took seven stages (trained on fold 0 of 2, so that fold 1 scores it; a 12-24-32 network, then its
-finest level widened with widen_nuclei.py and its second level narrowed with prune_nuclei.py); their commands are in
-benchmarks/README.md, "Nuclei". The first stage:
+committed model took seven stages (a 12-24-32 network, then its finest level widened with widen_nuclei.py and its
+second level narrowed with prune_nuclei.py); their commands are in benchmarks/README.md, "Nuclei". The first stage:
   nice -n 10 /usr/bin/python3 tools/train/train_nuclei.py --data ../shared/data/nuclei --fold 1 --folds 2 \
       --out /tmp/nuc/fold1.onnx --minutes 14 --threads 1
 Distillation (tried for a narrower, faster network; not kept, benchmarks/README.md): --teacher WIDE.pt adds the wide
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nuclei_net import NucleiNet, export_onnx  # noqa: E402
+from nuclei_net import NucleiNet, export_onnx, load as load_net  # noqa: E402
 
 WORK_MPP = 0.5
 
@@ -190,7 +190,6 @@ def main():
                     "consep=0.7,monuseg=0.15,cpm15=0.15 (by area within a data set)")
     ap.add_argument("--teacher", help="distillation: a trained network's state dict (.pt) whose outputs the network "
                     "also learns, on the training crops and on --unlabelled crops")
-    ap.add_argument("--teacher-widths", default="12,24,32")
     ap.add_argument("--distill-weight", type=float, default=1.0)
     ap.add_argument("--unlabelled", help="with --teacher: AMi-Br folder (../shared/data/mitosis/amibr) whose patches "
                     "add unlabelled crops (64 px at 0.5 um/px, 2 per labelled crop) to every step")
@@ -226,9 +225,7 @@ def main():
         model.load_state_dict(torch.load(a.init))
     teacher, extra = None, []
     if a.teacher:
-        teacher = NucleiNet(tuple(int(v) for v in a.teacher_widths.split(",")))
-        teacher.load_state_dict(torch.load(a.teacher))
-        teacher.eval()
+        teacher = load_net(a.teacher)  # widths from its weights, in eval mode
         if a.unlabelled:
             extra = load_unlabelled(a.unlabelled, 64)
         print(f"distilling from {a.teacher} (weight {a.distill_weight}), {len(extra)} unlabelled images", flush=True)

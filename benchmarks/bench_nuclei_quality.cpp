@@ -2,9 +2,11 @@
 // Dice, P/R/F1 at IoU > 0.5, PQ, spindle P/R/F1), and throughput (input megapixels per second of segment_nuclei).
 //
 // usage: bench_nuclei_quality [--data DIR] [--dataset consep|monuseg|cpm15|all] [--model FILE.onnx]
-//                             [--only LIST.txt] [--pred-dir DIR] [--limit N]
+//                             [--only LIST.txt] [--pred-dir DIR] [--limit N] [--cv MODEL LIST ...]
 //   --model  evaluate another network instead of the embedded one (cross-validation fold models)
 //   --only   evaluate only the images listed ("dataset/name" per line), e.g. a fold's held-out list
+//   --cv MODEL LIST  (once per fold) pooled cross-validation: each fold's network scores only the images it held out
+//              (its LIST, as written by train_nuclei.py); the scores are pooled over all folds' images
 //   --exclude  skip the images listed (same format): with a fold's held-out list, tune parameters on the images the
 //              network trained on and leave the held-out ones untouched until the parameters are chosen
 //   --fg T --marker T --merge D --min-area A --tile PX --margin PX  NucleiParams to try
@@ -33,6 +35,7 @@ int main(int argc, char** argv) {
   int limit = 0;
   grade::NucleiParams params;
   std::string dump;
+  std::vector<std::pair<std::string, std::string>> cv_folds;  // (model, held-out list)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -61,20 +64,31 @@ int main(int argc, char** argv) {
     else if (a == "--sp-confident") params.spindle_confident_probability = std::stod(next());
     else if (a == "--sp-alignment") params.spindle_min_alignment = std::stod(next());
     else if (a == "--dump") dump = next();
+    else if (a == "--cv") {
+      std::string m = next();
+      cv_folds.emplace_back(m, next());
+    }
     else {
       std::cerr << "unknown argument " << a << "\n";
       return 2;
     }
   }
   cv::setNumThreads(1);
-  if (!model.empty()) {
-    std::ifstream in(model, std::ios::binary);
-    if (!in) {
-      std::cerr << "cannot read " << model << "\n";
-      return 2;
-    }
-    grade::detail::set_thread_nuclei_model(std::vector<unsigned char>(std::istreambuf_iterator<char>(in), {}));
+  if (!cv_folds.empty() && (!model.empty() || !only.empty())) {
+    std::cerr << "--cv gives each fold's model and image list: not with --model or --only\n";
+    return 2;
   }
+  auto read_model = [](const std::string& path) {
+    std::vector<unsigned char> bytes;
+    if (path.empty()) return bytes;  // the embedded network
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      std::cerr << "cannot read " << path << "\n";
+      std::exit(2);
+    }
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+    return bytes;
+  };
   auto read_list = [](const std::string& path) {
     std::set<std::string> names;
     if (path.empty()) return names;
@@ -88,7 +102,21 @@ int main(int argc, char** argv) {
       if (!line.empty()) names.insert(line);
     return names;
   };
-  const std::set<std::string> keep = read_list(only), skip = read_list(exclude);
+  // The folds: (network, images it scores); without --cv one fold, --model on --only (or on all images).
+  struct Fold {
+    std::vector<unsigned char> model;
+    std::set<std::string> keep;  // empty: all images
+  };
+  std::vector<Fold> folds;
+  if (cv_folds.empty()) folds.push_back({read_model(model), read_list(only)});
+  for (const auto& [m, list] : cv_folds) {
+    folds.push_back({read_model(m), read_list(list)});
+    if (folds.back().keep.empty()) {
+      std::cerr << "--cv: the image list " << list << " is empty\n";
+      return 2;
+    }
+  }
+  const std::set<std::string> skip = read_list(exclude);
   std::vector<std::string> sets = which == "all" ? std::vector<std::string>{"consep", "monuseg", "cpm15"}
                                                  : std::vector<std::string>{which};
   std::printf("%-8s %5s %6s %6s %6s %6s %6s %6s %6s %6s %6s %6s\n", "dataset", "imgs", "AJI", "Dice", "P", "R", "F1",
@@ -110,37 +138,40 @@ int main(int argc, char** argv) {
       csv.open(fs::path(pred_dir) / ds / "nuclei.csv");
       csv << "image,id,spindle\n";
     }
-    for (const auto& s : samples) {
-      if (!keep.empty() && !keep.count(ds + "/" + s.name)) continue;
-      if (skip.count(ds + "/" + s.name)) continue;
-      if (limit > 0 && count >= limit) break;
-      cv::Mat bgr = cv::imread(s.image_path, cv::IMREAD_COLOR), rgb;
-      cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
-      const cv::Mat gt = cv::imread(s.label_path, cv::IMREAD_UNCHANGED);
-      const auto t0 = std::chrono::steady_clock::now();
-      const auto r = grade::segment_nuclei(grade::make_view(rgb, s.mpp), params);
-      seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      mpix += static_cast<double>(rgb.total()) / 1e6;
-      std::set<int> sp;
-      for (const auto& n : r.nuclei)
-        if (n.spindle) sp.insert(n.id);
-      total += grade::detail::nuclei_image_sums(gt, r.labels, s.gt_spindle, sp);
-      if (dumpf.is_open()) {
-        const auto match = grade::detail::match_predictions(gt, r.labels);
-        for (const auto& n : r.nuclei) {
-          const int g = match[static_cast<std::size_t>(n.id)];
-          dumpf << ds << "," << s.name << "," << n.id << "," << n.area_um2 << "," << n.elongation << "," << n.solidity
-                << "," << n.spindle_probability << "," << n.alignment << "," << n.bluntness << "," << n.mean_h_od << ","
-                << (g > 0) << "," << (g > 0 && s.gt_spindle.count(g) ? 1 : 0) << "\n";
+    for (const auto& fold : folds) {
+      for (const auto& s : samples) {
+        if (!fold.keep.empty() && !fold.keep.count(ds + "/" + s.name)) continue;
+        if (skip.count(ds + "/" + s.name)) continue;
+        if (limit > 0 && count >= limit) break;
+        grade::detail::set_thread_nuclei_model(fold.model);  // reloads only when the model changes
+        cv::Mat bgr = cv::imread(s.image_path, cv::IMREAD_COLOR), rgb;
+        cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+        const cv::Mat gt = cv::imread(s.label_path, cv::IMREAD_UNCHANGED);
+        const auto t0 = std::chrono::steady_clock::now();
+        const auto r = grade::segment_nuclei(grade::make_view(rgb, s.mpp), params);
+        seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        mpix += static_cast<double>(rgb.total()) / 1e6;
+        std::set<int> sp;
+        for (const auto& n : r.nuclei)
+          if (n.spindle) sp.insert(n.id);
+        total += grade::detail::nuclei_image_sums(gt, r.labels, s.gt_spindle, sp);
+        if (dumpf.is_open()) {
+          const auto match = grade::detail::match_predictions(gt, r.labels);
+          for (const auto& n : r.nuclei) {
+            const int g = match[static_cast<std::size_t>(n.id)];
+            dumpf << ds << "," << s.name << "," << n.id << "," << n.area_um2 << "," << n.elongation << "," << n.solidity
+                  << "," << n.spindle_probability << "," << n.alignment << "," << n.bluntness << "," << n.mean_h_od << ","
+                  << (g > 0) << "," << (g > 0 && s.gt_spindle.count(g) ? 1 : 0) << "\n";
+          }
         }
+        if (!pred_dir.empty()) {
+          cv::Mat l16;
+          r.labels.convertTo(l16, CV_16U);
+          cv::imwrite((fs::path(pred_dir) / ds / (s.name + ".png")).string(), l16);
+          for (const auto& n : r.nuclei) csv << s.name << "," << n.id << "," << (n.spindle ? 1 : 0) << "\n";
+        }
+        ++count;
       }
-      if (!pred_dir.empty()) {
-        cv::Mat l16;
-        r.labels.convertTo(l16, CV_16U);
-        cv::imwrite((fs::path(pred_dir) / ds / (s.name + ".png")).string(), l16);
-        for (const auto& n : r.nuclei) csv << s.name << "," << n.id << "," << (n.spindle ? 1 : 0) << "\n";
-      }
-      ++count;
     }
     const auto m = grade::detail::nuclei_metrics(total);
     std::printf("%-8s %5d %6.3f %6.3f %6.3f %6.3f %6.3f %6.3f %6.3f %6.3f %6.3f %6.2f\n", ds.c_str(), count, m.aji,

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <functional>
 #include <fstream>
+#include <iterator>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -328,4 +329,17 @@ TEST_CASE("grade-inspect necrosis writes necrosis.csv and a mask per image, agre
   REQUIRE(!mask.empty());
   CHECK(mask.size() == rgb.size());
   CHECK(cv::countNonZero(mask != m.necrosis) == 0);
+
+  // A later run whose inputs all fail says so, exits 1 and leaves the earlier table alone.
+  const auto broken = dir / "broken.png";
+  std::ofstream(broken) << "not a PNG";
+  std::ifstream before_in(out / "necrosis.csv");
+  const std::string before((std::istreambuf_iterator<char>(before_in)), {});
+  const auto bad = test::run(test::quote(test::tool("grade-inspect").string()) + " necrosis --mpp 2.0 --out " +
+                             test::quote(out.string()) + " " + test::quote(broken.string()));
+  CHECK(bad.exit_code == 1);
+  CHECK(bad.output.find("broken.png") != std::string::npos);
+  CHECK(bad.output.find("nothing written") != std::string::npos);
+  std::ifstream after_in(out / "necrosis.csv");
+  CHECK(std::string((std::istreambuf_iterator<char>(after_in)), {}) == before);
 }

@@ -167,6 +167,12 @@ int main(int argc, char** argv) {
       grade::cli::print_error(kTool, image + ": " + e.what());
     }
   }
+  if (failed == static_cast<int>(images.size())) {
+    // Nothing to report: leave DIR as it was, rather than replace an earlier run's table with an empty one.
+    std::cerr << kTool << ": none of the " << images.size() << " input(s) could be processed; nothing written to "
+              << out_dir << "\n";
+    return 1;
+  }
   try {
     inspector->finish();
   } catch (const std::exception& e) {

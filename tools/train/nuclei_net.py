@@ -13,18 +13,27 @@ def cbr(i, o, k=3):
     return nn.Sequential(nn.Conv2d(i, o, k, padding=k // 2, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
 
 
+def sep(i, o):
+    """Depthwise-separable 3x3 block: per-channel 3x3, then a 1x1 mix (OpenCV 4.6 runs it several times faster per
+    channel than a full 3x3 convolution)."""
+    return nn.Sequential(nn.Conv2d(i, i, 3, padding=1, groups=i, bias=False), nn.BatchNorm2d(i), nn.ReLU(inplace=True),
+                         cbr(i, o, 1))
+
+
 class NucleiNet(nn.Module):
     """A U-Net whose finest level is at half the input resolution (a stride-2 stem): at 0.5 um/px input the features
     are at 1, 2 and 4 um/px, and the logits are upsampled bilinearly to the input size. Multiply-adds per input pixel
     (macs_per_px): ~2.5k with widths 12-24-32, ~2.7k with the committed 16-16-32 (ninth session: the finest level
     widened, which is what CoNSeP needed, and the second narrowed, which costs little; benchmarks/README.md, "Nuclei")."""
 
-    def __init__(self, w=(12, 24, 32), outputs=3):
+    def __init__(self, w=(12, 24, 32), outputs=3, fine_sep=None):
+        """fine_sep: None (a full 3x3 convolution in e1 and d1), or (e1 blocks, d1 blocks): the finest level built of
+        depthwise-separable blocks, which affords it more channels at the same speed."""
         super().__init__()
         b, c, d = w
         self.s0 = nn.Sequential(nn.Conv2d(3, b, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(b),
                                 nn.ReLU(inplace=True))
-        self.e1 = cbr(b, b)
+        self.e1 = cbr(b, b) if fine_sep is None else nn.Sequential(*[sep(b, b) for _ in range(fine_sep[0])])
         self.e2 = nn.Sequential(cbr(b, c), cbr(c, c))
         self.e3 = nn.Sequential(cbr(c, d), cbr(d, d))
         self.pool = nn.MaxPool2d(2)
@@ -32,7 +41,8 @@ class NucleiNet(nn.Module):
         self.r3 = cbr(d, c, 1)
         self.d2 = cbr(2 * c, c)
         self.r2 = cbr(c, b, 1)
-        self.d1 = cbr(2 * b, b)
+        self.d1 = (cbr(2 * b, b) if fine_sep is None else
+                   nn.Sequential(sep(2 * b, b), *[sep(b, b) for _ in range(fine_sep[1] - 1)]))
         self.head = nn.Conv2d(b, outputs, 1)
         self.upb = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
 
@@ -51,14 +61,19 @@ def macs_per_px(model):
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             top = name.split(".")[0]
-            total += m.in_channels * m.out_channels * m.kernel_size[0] * m.kernel_size[1] / scale[top]
+            total += (m.in_channels // m.groups * m.out_channels * m.kernel_size[0] * m.kernel_size[1] /
+                      scale[top])
     return total
 
 
 def load(pt_path):
     """A NucleiNet with the weights of a train_nuclei.py state dict (.pt), its widths read from the weights."""
     sd = torch.load(pt_path)
-    model = NucleiNet((sd["s0.0.weight"].shape[0], sd["e2.0.0.weight"].shape[0], sd["e3.0.0.weight"].shape[0]))
+    fine_sep = None
+    if "e1.0.0.weight" in sd:  # separable finest level: count its blocks
+        fine_sep = tuple(len({k.split(".")[1] for k in sd if k.startswith(p + ".")}) for p in ("e1", "d1"))
+    model = NucleiNet((sd["s0.0.weight"].shape[0], sd["e2.0.0.weight"].shape[0], sd["e3.0.0.weight"].shape[0]),
+                      fine_sep=fine_sep)
     model.load_state_dict(sd)
     return model.eval()
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nuclei_net import NucleiNet, export_onnx, load as load_net  # noqa: E402
+from nuclei_net import NucleiNet, export_onnx, load as load_net, macs_per_px  # noqa: E402
 
 WORK_MPP = 0.5
 
@@ -50,8 +50,9 @@ def fold_of(group, folds):
     return zlib.crc32(group.encode()) % folds
 
 
-def targets(lab, sp_ids):
-    """fg, normalised distance, spindle maps (float32) at the label's resolution."""
+def targets(lab, sp_ids, edge_px):
+    """fg, normalised distance, spindle and contact maps (float32) at the label's resolution. Contact: the pixel lies
+    within edge_px of two different nuclei (where touching nuclei meet, and the thin gaps between close ones)."""
     h, w = lab.shape
     fg = (lab > 0).astype(np.float32)
     dist = np.zeros((h, w), np.float32)
@@ -73,7 +74,12 @@ def targets(lab, sp_ids):
                 dist[y0:y1, x0:x1][m > 0] = d[m > 0] / mx
             if i in sp_ids:
                 sp[y0:y1, x0:x1][m > 0] = 1.0
-    return fg, dist, sp
+    nd = __import__("scipy.ndimage", fromlist=["grey_dilation"])
+    k = 2 * edge_px + 1
+    hi = nd.grey_dilation(lab, size=(k, k))
+    lo = nd.grey_erosion(np.where(lab > 0, lab, np.iinfo(np.int32).max), size=(k, k))
+    contact = ((hi > 0) & (lo < np.iinfo(np.int32).max) & (hi != lo)).astype(np.float32)
+    return fg, dist, sp, contact
 
 
 def load(data_dir):
@@ -94,12 +100,14 @@ def load(data_dir):
             img = cv2.cvtColor(cv2.imread(os.path.join(data_dir, ds, "images", fn)), cv2.COLOR_BGR2RGB)
             lab = cv2.imread(os.path.join(data_dir, ds, "labels", name + ".png"), cv2.IMREAD_UNCHANGED).astype(np.int32)
             mpp = 0.25 if ds == "consep" else mpps[(ds, name)]
-            fg, dist, sp = targets(lab, sp_by_tile.get(name, set()) if ds == "consep" else set())
+            # contact band: +-1 um at the source resolution
+            fg, dist, sp, contact = targets(lab, sp_by_tile.get(name, set()) if ds == "consep" else set(),
+                                            max(1, round(1.0 / mpp)))
             s = mpp / WORK_MPP
             size = (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s)))
             rs = lambda a: cv2.resize(a, size, interpolation=cv2.INTER_AREA)
             items.append(dict(ds=ds, name=name, group=group_of(ds, name), img=rs(img),
-                              y=np.stack([rs(fg), rs(dist), rs(sp)]).astype(np.float32), typed=ds == "consep"))
+                              y=np.stack([rs(fg), rs(dist), rs(sp), rs(contact)]).astype(np.float32), typed=ds == "consep"))
     return items
 
 
@@ -132,13 +140,18 @@ def crops(items, rng, n, size, weights=None):
     return torch.tensor(np.stack(xs)), torch.tensor(np.stack(ys)), torch.tensor(ts)
 
 
-def loss_fn(out, y, typed):
+def loss_fn(out, y, typed, contact_weight=0.0):
+    """Foreground BCE + Dice, distance MSE (mostly inside nuclei), spindle BCE on typed nuclei. With contact_weight,
+    pixels where nuclei touch weigh 1 + contact_weight times more in the first two (as the original U-Net's weight map
+    does): those few pixels decide whether touching nuclei are separated."""
     fg_t, d_t, sp_t = y[:, 0], y[:, 1], y[:, 2]
     fg_l, d_l, sp_l = out[:, 0], out[:, 1], out[:, 2]
+    cw = 1 + contact_weight * y[:, 3]
     p = torch.sigmoid(fg_l)
-    l_fg = F.binary_cross_entropy_with_logits(fg_l, fg_t) + 1 - (2 * (p * fg_t).sum() + 1) / (p.sum() + fg_t.sum() + 1)
+    l_fg = ((F.binary_cross_entropy_with_logits(fg_l, fg_t, reduction="none") * cw).mean()
+            + 1 - (2 * (p * fg_t).sum() + 1) / (p.sum() + fg_t.sum() + 1))
     w = (fg_t > 0.5).float()
-    l_d = ((torch.sigmoid(d_l) - d_t) ** 2 * (0.2 + w)).sum() / (0.2 * w.numel() + w.sum()) * 4
+    l_d = ((torch.sigmoid(d_l) - d_t) ** 2 * (0.2 + w) * cw).sum() / (0.2 * w.numel() + w.sum()) * 4
     tm = typed[:, None, None] * w
     l_sp = (F.binary_cross_entropy_with_logits(sp_l, sp_t, reduction="none") * tm).sum() / (tm.sum() + 1)
     return l_fg + l_d + 0.5 * l_sp
@@ -153,7 +166,7 @@ def load_unlabelled(amibr_dir, side):
         s = 0.25 / WORK_MPP
         img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
         if min(img.shape[:2]) >= side:
-            out.append(dict(img=img, y=np.broadcast_to(np.zeros((3, 1, 1), np.float32), (3,) + img.shape[:2]),
+            out.append(dict(img=img, y=np.broadcast_to(np.zeros((4, 1, 1), np.float32), (4,) + img.shape[:2]),
                             typed=False))
     return out
 
@@ -183,6 +196,8 @@ def main():
     ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--widths", default="12,24,32", help="channels per level (a narrower network runs faster: start "
                     "it from a wider one with prune_nuclei.py; a wider one from a trained one with widen_nuclei.py)")
+    ap.add_argument("--fine-sep", help="E,D: build the finest level of depthwise-separable blocks, E in the encoder "
+                    "and D in the decoder (nuclei_net.py), e.g. 1,1; default full 3x3 convolutions")
     ap.add_argument("--sample", choices=("image", "area"), default="image",
                     help="draw training crops per image (uniform) or per unit of area at 0.5 um/px: with 'image' the "
                     "432 small CoNSeP tiles get ~94 %% of the crops and the large MoNuSeg / CPM-15 images ~6 %%")
@@ -191,6 +206,8 @@ def main():
     ap.add_argument("--teacher", help="distillation: a trained network's state dict (.pt) whose outputs the network "
                     "also learns, on the training crops and on --unlabelled crops")
     ap.add_argument("--distill-weight", type=float, default=1.0)
+    ap.add_argument("--contact-weight", type=float, default=0.0,
+                    help="extra loss weight of the pixels where nuclei touch (foreground and distance)")
     ap.add_argument("--unlabelled", help="with --teacher: AMi-Br folder (../shared/data/mitosis/amibr) whose patches "
                     "add unlabelled crops (64 px at 0.5 um/px, 2 per labelled crop) to every step")
     a = ap.parse_args()
@@ -220,7 +237,10 @@ def main():
         weights = area / area.sum()
         for ds in ("consep", "monuseg", "cpm15"):
             print(f"  {ds}: {sum(w for w, it in zip(weights, train) if it['ds'] == ds):.3f} of the crops", flush=True)
-    model = NucleiNet(tuple(int(v) for v in a.widths.split(",")))
+    model = NucleiNet(tuple(int(v) for v in a.widths.split(",")),
+                      fine_sep=tuple(int(v) for v in a.fine_sep.split(",")) if a.fine_sep else None)
+    print(f"widths {a.widths}, finest level {'separable ' + a.fine_sep if a.fine_sep else 'full 3x3'}: "
+          f"{macs_per_px(model):.0f} multiply-adds per input pixel", flush=True)
     if a.init:
         model.load_state_dict(torch.load(a.init))
     teacher, extra = None, []
@@ -244,7 +264,7 @@ def main():
         x, y, t = crops(train, rng, a.batch, a.crop, weights)
         model.train()
         out = model(x)
-        loss = loss_fn(out, y, t)
+        loss = loss_fn(out, y, t, a.contact_weight)
         if teacher is not None:
             with torch.no_grad():
                 ref = teacher(x)

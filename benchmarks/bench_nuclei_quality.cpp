@@ -159,9 +159,9 @@ int main(int argc, char** argv) {
           const auto match = grade::detail::match_predictions(gt, r.labels);
           for (const auto& n : r.nuclei) {
             const int g = match[static_cast<std::size_t>(n.id)];
-            dumpf << ds << "," << s.name << "," << n.id << "," << n.area_um2 << "," << n.elongation << "," << n.solidity
-                  << "," << n.spindle_probability << "," << n.alignment << "," << n.bluntness << "," << n.mean_h_od << ","
-                  << (g > 0) << "," << (g > 0 && s.gt_spindle.count(g) ? 1 : 0) << "\n";
+            dumpf << ds << "," << s.name << "," << n.id << "," << n.area_um2 << "," << n.elongation << ","
+                  << n.solidity << "," << n.spindle_probability << "," << n.alignment << "," << n.bluntness << ","
+                  << n.mean_h_od << "," << (g > 0) << "," << (g > 0 && s.gt_spindle.count(g) ? 1 : 0) << "\n";
           }
         }
         if (!pred_dir.empty()) {

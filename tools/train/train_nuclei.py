@@ -107,7 +107,8 @@ def load(data_dir):
             size = (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s)))
             rs = lambda a: cv2.resize(a, size, interpolation=cv2.INTER_AREA)
             items.append(dict(ds=ds, name=name, group=group_of(ds, name), img=rs(img),
-                              y=np.stack([rs(fg), rs(dist), rs(sp), rs(contact)]).astype(np.float32), typed=ds == "consep"))
+                              y=np.stack([rs(fg), rs(dist), rs(sp), rs(contact)]).astype(np.float32),
+                              typed=ds == "consep"))
     return items
 
 

@@ -139,11 +139,11 @@ int main(int argc, char** argv) {
       csv << "image,id,spindle\n";
     }
     for (const auto& fold : folds) {
+      grade::detail::set_thread_nuclei_model(fold.model);  // the network is (re)loaded at its first use
       for (const auto& s : samples) {
         if (!fold.keep.empty() && !fold.keep.count(ds + "/" + s.name)) continue;
         if (skip.count(ds + "/" + s.name)) continue;
         if (limit > 0 && count >= limit) break;
-        grade::detail::set_thread_nuclei_model(fold.model);  // reloads only when the model changes
         cv::Mat bgr = cv::imread(s.image_path, cv::IMREAD_COLOR), rgb;
         cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
         const cv::Mat gt = cv::imread(s.label_path, cv::IMREAD_UNCHANGED);

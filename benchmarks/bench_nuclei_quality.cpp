@@ -10,6 +10,7 @@
 //   --exclude  skip the images listed (same format): with a fold's held-out list, tune parameters on the images the
 //              network trained on and leave the held-out ones untouched until the parameters are chosen
 //   --fg T --marker T --merge D --min-area A --tile PX --margin PX  NucleiParams to try
+//   --contact W --otol T  the same for networks with offset maps (contact_weight, offset_merge_tolerance)
 //   --sp-elongation E --sp-solidity S --sp-probability P --sp-confident P --sp-alignment A  the spindle rule's thresholds
 //   --dump FILE  per predicted nucleus: features, whether it matches a GT nucleus, and whether that one is spindle
 //   --pred-dir  also write <name>.png (uint16 labels) and nuclei.csv per data set, for eval_nuclei.py
@@ -55,6 +56,8 @@ int main(int argc, char** argv) {
     else if (a == "--fg") params.foreground_threshold = std::stod(next());
     else if (a == "--marker") params.marker_threshold = std::stod(next());
     else if (a == "--merge") params.merge_depth = std::stod(next());
+    else if (a == "--contact") params.contact_weight = std::stod(next());
+    else if (a == "--otol") params.offset_merge_tolerance = std::stod(next());
     else if (a == "--margin") params.tile_margin_px = std::stoi(next());
     else if (a == "--tile") params.tile_px = std::stoi(next());
     else if (a == "--min-area") params.min_area_um2 = std::stod(next());

@@ -140,3 +140,33 @@ TEST_CASE("clear errors for empty, non-RGB or scale-less input and bad parameter
   const cv::Mat glass(64, 64, CV_8UC3, cv::Scalar(245, 245, 245));
   CHECK(grade::segment_nuclei(grade::make_view(glass, 0.5)).nuclei.empty());
 }
+
+TEST_CASE("offset maps: halves of one nucleus are merged, two touching nuclei are not") {
+  // Ideal offset maps (0..1 for -1..1) for discs of radius r: h = (x - cx) / r, v = (y - cy) / r.
+  const int r = 12;
+  cv::Mat labels(40, 100, CV_32S, cv::Scalar(0)), h(labels.size(), CV_32F, cv::Scalar(0.5)), v = h.clone();
+  auto disc = [&](int cx, int cy, auto label_of) {
+    for (int y = cy - r; y <= cy + r; ++y)
+      for (int x = cx - r; x <= cx + r; ++x) {
+        if ((x - cx) * (x - cx) + (y - cy) * (y - cy) > r * r) continue;
+        labels.at<int>(y, x) = label_of(x, y);
+        h.at<float>(y, x) = 0.5f + 0.5f * static_cast<float>(x - cx) / r;
+        v.at<float>(y, x) = 0.5f + 0.5f * static_cast<float>(y - cy) / r;
+      }
+  };
+  disc(20, 20, [](int x, int) { return x < 20 ? 1 : 2; });  // one nucleus cut in two by the watershed
+  disc(45, 20, [](int, int) { return 3; });                   // touches its right half: another nucleus
+  disc(75, 20, [](int, int y) { return y < 16 ? 4 : 5; });    // a nucleus cut off-centre
+  grade::detail::merge_by_offsets(labels, h, v, 0.3);
+  CHECK(labels.at<int>(20, 10) == 1);
+  CHECK(labels.at<int>(20, 30) == 1);  // merged with its other half, taking the smaller number
+  CHECK(labels.at<int>(20, 45) == 3);  // the touching nucleus stays apart
+  CHECK(labels.at<int>(10, 75) == 4);
+  CHECK(labels.at<int>(30, 75) == 4);
+  // Flat offsets (no evidence either way) merge nothing.
+  labels.setTo(0);
+  disc(20, 20, [](int x, int) { return x < 20 ? 1 : 2; });
+  const cv::Mat flat(labels.size(), CV_32F, cv::Scalar(0.5));
+  grade::detail::merge_by_offsets(labels, flat, flat, 0.3);
+  CHECK(labels.at<int>(20, 30) == 2);
+}

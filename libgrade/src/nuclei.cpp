@@ -8,7 +8,10 @@
 #include <cstring>
 #include <memory>
 #include <numbers>
+#include <queue>
 #include <string>
+#include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include <opencv2/dnn.hpp>
@@ -45,12 +48,12 @@ const detail::NetPool& net_pool() {
   return *custom;
 }
 
-// Runs the network over `rgb` (at working mpp) in fixed tiles, returning three CV_32F probability maps of its size.
+// Runs the network over `rgb` (at working mpp) in fixed tiles, returning its CV_32F probability maps at that size:
+// three (foreground, distance, spindle), or five with the offset maps (horizontal, vertical; 0..1 for -1..1).
 // The input blob is filled in place (one pass: mirror padding, uint8 -> float, planar) and kept per thread, so a tile
 // costs no large allocation or extra copy besides the network's own (fresh multi-megabyte buffers cost page faults).
-std::array<cv::Mat, 3> predict(const cv::Mat& rgb, int tile, int margin) {
-  std::array<cv::Mat, 3> maps;
-  for (auto& m : maps) m.create(rgb.size(), CV_32F);
+std::vector<cv::Mat> predict(const cv::Mat& rgb, int tile, int margin) {
+  std::vector<cv::Mat> maps;
   const detail::NetPool::Lease lease(net_pool());
   cv::dnn::Net& net = *lease.net;
   thread_local cv::Mat blob, logit;
@@ -85,10 +88,16 @@ std::array<cv::Mat, 3> predict(const cv::Mat& rgb, int tile, int margin) {
       } catch (const cv::Exception& e) {
         throw Error(ErrorCode::model, std::string("nuclei: the segmentation network failed: ") + e.what());
       }
-      if (out.dims != 4 || out.size[1] < 3 || out.size[2] != h || out.size[3] != w)
+      if (out.dims != 4 || (out.size[1] != 3 && out.size[1] != 5) || out.size[2] != h || out.size[3] != w)
         throw Error(ErrorCode::model, "nuclei: unexpected network output shape");
+      if (maps.empty()) {
+        maps.resize(static_cast<std::size_t>(out.size[1]));
+        for (auto& m : maps) m.create(rgb.size(), CV_32F);
+      } else if (static_cast<int>(maps.size()) != out.size[1]) {
+        throw Error(ErrorCode::model, "nuclei: the network's output channels changed between tiles");
+      }
       // Sigmoid of the core, vectorised: 1 / (1 + exp(-logit)).
-      for (int c = 0; c < 3; ++c) {
+      for (int c = 0; c < out.size[1]; ++c) {
         const cv::Mat plane(h, w, CV_32F, out.ptr<float>(0, c));
         cv::Mat dst = maps[static_cast<std::size_t>(c)](cv::Rect(tx, ty, cw, ch));
         cv::multiply(plane(cv::Rect(margin, margin, cw, ch)), -1.0, logit);
@@ -105,7 +114,18 @@ std::array<cv::Mat, 3> predict(const cv::Mat& rgb, int tile, int margin) {
 // levels, FIFO within a level: deterministic). Markers whose basins meet at a saddle less than `merge_depth` below the
 // lower of their two peaks are merged (the "dynamics" criterion, Grimaud 1992): it keeps one nucleus whole when the
 // predicted distance has two shallow peaks in it. Returns CV_32S labels numbered 1..n (with gaps after merging).
-cv::Mat watershed(const cv::Mat& fg, const cv::Mat& dist, float fg_thr, float marker_thr, float merge_depth, int* count) {
+//
+// With a network that predicts offset maps, `contact` (if not empty) is the evidence that two nuclei touch there (see
+// segment_nuclei); `contact_weight` times it is taken off the distance before seeds and levels are computed, so that
+// touching nuclei whose predicted distances blur into one ridge still get a seed each and a valley between them.
+cv::Mat watershed(const cv::Mat& fg, const cv::Mat& dist_in, float fg_thr, float marker_thr, float merge_depth,
+                  const cv::Mat& contact, float contact_weight, int* count) {
+  cv::Mat dist = dist_in;
+  if (!contact.empty() && contact_weight > 0.0f) {
+    cv::Mat cut;  // a new matrix: the caller's distance stays as it was
+    cv::scaleAdd(contact, -contact_weight, dist_in, cut);
+    dist = cv::max(cut, 0.0);
+  }
   const int rows = fg.rows, cols = fg.cols;
   cv::Mat mask = fg > fg_thr;
   // Seeds: the regional maxima of the distance above marker_thr (then merged by dynamics during the flood).
@@ -237,6 +257,121 @@ struct Accum {
 
 namespace detail {
 void set_thread_nuclei_model(std::vector<unsigned char> onnx) { t_model_override = std::move(onnx); }
+
+// Merges touching instances that are parts of one nucleus, by the offset maps (HoVer-Net's horizontal and vertical
+// maps, Graham et al., Medical Image Analysis 2019): within a nucleus the horizontal offset h runs from -1 to 1 across
+// it, so x = cx + rx * h, and likewise y = cy + ry * v. Lines fitted by least squares over the union of two touching
+// instances explain their pixels' positions well when both are parts of one nucleus, and badly when they are two
+// nuclei (the offsets then run from -1 to 1 twice). Pairs are merged best fit first while the union's score (below) is
+// under `tolerance`; a merged pair's sums are added, so a chain merges only while the whole still fits one nucleus.
+// `h` and `v` are the network's maps (0..1 for -1..1); only pairs that touch along two or more pixel edges count.
+// Merged labels take the smaller number.
+void merge_by_offsets(cv::Mat& labels, const cv::Mat& h, const cv::Mat& v, double tolerance) {
+  double top = 0;
+  cv::minMaxLoc(labels, nullptr, &top);
+  const int n = static_cast<int>(top);
+  struct Fit {
+    double n = 0, sx = 0, sy = 0, sh = 0, sv = 0, shh = 0, svv = 0, sxh = 0, syv = 0, sxx = 0, syy = 0;
+    Fit& operator+=(const Fit& o) {
+      n += o.n, sx += o.sx, sy += o.sy, sh += o.sh, sv += o.sv, shh += o.shh, svv += o.svv, sxh += o.sxh, syv += o.syv;
+      sxx += o.sxx, syy += o.syy;
+      return *this;
+    }
+  };
+  std::vector<Fit> fit(static_cast<std::size_t>(n) + 1);
+  std::unordered_map<std::uint64_t, int> contact;  // (smaller label << 32 | larger) -> touching pixel pairs
+  auto touch = [&](int a, int b) {
+    if (a <= 0 || b <= 0 || a == b) return;
+    if (a > b) std::swap(a, b);
+    ++contact[(static_cast<std::uint64_t>(a) << 32) | static_cast<std::uint32_t>(b)];
+  };
+  for (int y = 0; y < labels.rows; ++y) {
+    const int* l = labels.ptr<int>(y);
+    const int* below = y + 1 < labels.rows ? labels.ptr<int>(y + 1) : nullptr;
+    const float* hp = h.ptr<float>(y);
+    const float* vp = v.ptr<float>(y);
+    for (int x = 0; x < labels.cols; ++x) {
+      if (l[x] <= 0) continue;
+      Fit& f = fit[static_cast<std::size_t>(l[x])];
+      const double hh = 2.0 * hp[x] - 1.0, vv = 2.0 * vp[x] - 1.0;
+      f.n += 1, f.sx += x, f.sy += y, f.sh += hh, f.sv += vv, f.shh += hh * hh, f.svv += vv * vv;
+      f.sxh += x * hh, f.syv += y * vv, f.sxx += static_cast<double>(x) * x, f.syy += static_cast<double>(y) * y;
+      if (x + 1 < labels.cols) touch(l[x], l[x + 1]);
+      if (below != nullptr) touch(l[x], below[x]);
+    }
+  }
+  // How badly a union fits one nucleus: per axis, the share of the position's variance that the offset does not
+  // explain (1 - r^2 of the line fit: 0 for one nucleus, 0.75 along the axis on which two equal nuclei lie side by
+  // side, whatever the maps' contrast); the worse axis counts. Infinite when a fit is degenerate (offsets that hardly
+  // vary or run the wrong way).
+  auto unexplained = [](double cnt, double s_p, double s_o, double s_oo, double s_po, double s_pp) {
+    const double mo = s_o / cnt, mp = s_p / cnt;
+    const double var_o = s_oo / cnt - mo * mo, var_p = s_pp / cnt - mp * mp, cov = s_po / cnt - mp * mo;
+    if (var_o < 0.02 || var_p <= 0 || cov <= 0) return HUGE_VAL;
+    return std::max(0.0, 1.0 - cov * cov / (var_o * var_p));
+  };
+  auto score = [&](const Fit& f) {
+    return std::max(unexplained(f.n, f.sx, f.sh, f.shh, f.sxh, f.sxx), unexplained(f.n, f.sy, f.sv, f.svv, f.syv, f.syy));
+  };
+  std::vector<int> parent(static_cast<std::size_t>(n) + 1);
+  for (int i = 0; i <= n; ++i) parent[static_cast<std::size_t>(i)] = i;
+  auto find = [&](int x) {
+    while (parent[static_cast<std::size_t>(x)] != x) x = parent[static_cast<std::size_t>(x)] = parent[static_cast<std::size_t>(parent[static_cast<std::size_t>(x)])];
+    return x;
+  };
+  // Best-first agglomeration with a lazy heap: an entry is stale once either side has merged since it was pushed.
+  std::vector<std::vector<int>> adj(static_cast<std::size_t>(n) + 1);
+  for (const auto& [key, count] : contact) {
+    if (count < 2) continue;
+    const int a = static_cast<int>(key >> 32), b = static_cast<int>(key & 0xffffffffu);
+    adj[static_cast<std::size_t>(a)].push_back(b);
+    adj[static_cast<std::size_t>(b)].push_back(a);
+  }
+  struct Entry {
+    double score;
+    int a, b, va, vb;
+    bool operator>(const Entry& o) const { return std::tie(score, a, b) > std::tie(o.score, o.a, o.b); }
+  };
+  std::vector<int> version(static_cast<std::size_t>(n) + 1, 0);
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<>> heap;
+  auto offer = [&](int a, int b) {
+    if (a > b) std::swap(a, b);
+    Fit u = fit[static_cast<std::size_t>(a)];
+    u += fit[static_cast<std::size_t>(b)];
+    const double sc = score(u);
+    if (sc < tolerance) heap.push({sc, a, b, version[static_cast<std::size_t>(a)], version[static_cast<std::size_t>(b)]});
+  };
+  for (int a = 1; a <= n; ++a) {
+    auto& nb = adj[static_cast<std::size_t>(a)];
+    std::sort(nb.begin(), nb.end());
+    for (const int b : nb)
+      if (a < b) offer(a, b);
+  }
+  while (!heap.empty()) {
+    const Entry e = heap.top();
+    heap.pop();
+    if (version[static_cast<std::size_t>(e.a)] != e.va || version[static_cast<std::size_t>(e.b)] != e.vb ||
+        find(e.a) != e.a || find(e.b) != e.b)
+      continue;
+    parent[static_cast<std::size_t>(e.b)] = e.a;
+    ++version[static_cast<std::size_t>(e.a)];
+    fit[static_cast<std::size_t>(e.a)] += fit[static_cast<std::size_t>(e.b)];
+    // The merged instance's neighbours: both sides' (as current roots), once each.
+    auto& na = adj[static_cast<std::size_t>(e.a)];
+    for (const int c : adj[static_cast<std::size_t>(e.b)]) na.push_back(c);
+    adj[static_cast<std::size_t>(e.b)].clear();
+    for (int& c : na) c = find(c);
+    std::sort(na.begin(), na.end());
+    na.erase(std::unique(na.begin(), na.end()), na.end());
+    na.erase(std::remove(na.begin(), na.end(), e.a), na.end());
+    for (const int c : na) offer(e.a, c);
+  }
+  for (int y = 0; y < labels.rows; ++y) {
+    int* l = labels.ptr<int>(y);
+    for (int x = 0; x < labels.cols; ++x)
+      if (l[x] > 0) l[x] = find(l[x]);
+  }
+}
 }  // namespace detail
 
 NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params) {
@@ -270,12 +405,32 @@ NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params) 
   auto maps = predict(work, params.tile_px, params.tile_margin_px);
   // A light smoothing of the distance removes single-pixel ripples that would seed extra markers.
   cv::GaussianBlur(maps[1], maps[1], cv::Size(3, 3), 0.8, 0.8, cv::BORDER_REFLECT_101);
-  if (resample)  // segment at the input's resolution: finer boundaries than nearest-upsampled labels
+  cv::Mat contact;                  // evidence that two nuclei touch (offset networks only)
+  std::array<cv::Mat, 2> offsets;   // horizontal, vertical (offset networks only)
+  if (maps.size() == 5) {
+    // Contact evidence from the offset maps, at the working scale (so that it does not depend on the input's mpp):
+    // inside a nucleus the horizontal offset rises along x and the vertical one along y; where two nuclei touch, one
+    // of them falls (from +1 in one nucleus to -1 in the next). The evidence is that fall in offset units per pixel,
+    // smoothed as the training loss measured it (3x3 Sobel / 4; the maps are 0..1 for -1..1, hence -0.5).
+    cv::Mat gx, gy;
+    cv::Sobel(maps[3], gx, CV_32F, 1, 0, 3, -0.5, 0.0, cv::BORDER_REFLECT_101);
+    cv::Sobel(maps[4], gy, CV_32F, 0, 1, 3, -0.5, 0.0, cv::BORDER_REFLECT_101);
+    contact = cv::max(cv::max(gx, gy), 0.0);
+    offsets = {maps[3], maps[4]};
+    maps.resize(3);
+  }
+  if (resample) {  // segment at the input's resolution: finer boundaries than nearest-upsampled labels
     for (auto& m : maps) cv::resize(m, m, rgb.size(), 0, 0, cv::INTER_LINEAR);
+    for (auto* m : {&contact, &offsets[0], &offsets[1]})
+      if (!m->empty()) cv::resize(*m, *m, rgb.size(), 0, 0, cv::INTER_LINEAR);
+  }
 
   int n = 0;
   cv::Mat labels = watershed(maps[0], maps[1], static_cast<float>(params.foreground_threshold),
-                             static_cast<float>(params.marker_threshold), static_cast<float>(params.merge_depth), &n);
+                             static_cast<float>(params.marker_threshold), static_cast<float>(params.merge_depth), contact,
+                             static_cast<float>(params.contact_weight), &n);
+  if (!offsets[0].empty() && params.offset_merge_tolerance > 0.0)
+    detail::merge_by_offsets(labels, offsets[0], offsets[1], params.offset_merge_tolerance);
 
   // Hematoxylin density for the features and the boundary refinement.
   const StainDensities dens = deconvolve(image, params.stains);

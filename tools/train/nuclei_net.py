@@ -73,7 +73,7 @@ def load(pt_path):
     if "e1.0.0.weight" in sd:  # separable finest level: count its blocks
         fine_sep = tuple(len({k.split(".")[1] for k in sd if k.startswith(p + ".")}) for p in ("e1", "d1"))
     model = NucleiNet((sd["s0.0.weight"].shape[0], sd["e2.0.0.weight"].shape[0], sd["e3.0.0.weight"].shape[0]),
-                      fine_sep=fine_sep)
+                      fine_sep=fine_sep, outputs=sd["head.weight"].shape[0])
     model.load_state_dict(sd)
     return model.eval()
 

@@ -57,6 +57,7 @@ def targets(lab, sp_ids, edge_px):
     fg = (lab > 0).astype(np.float32)
     dist = np.zeros((h, w), np.float32)
     sp = np.zeros((h, w), np.float32)
+    hv = np.zeros((2, h, w), np.float32)
     ids = np.unique(lab)
     ids = ids[ids > 0]
     if len(ids):
@@ -74,12 +75,16 @@ def targets(lab, sp_ids, edge_px):
                 dist[y0:y1, x0:x1][m > 0] = d[m > 0] / mx
             if i in sp_ids:
                 sp[y0:y1, x0:x1][m > 0] = 1.0
+            yy, xx = np.nonzero(m)
+            for c, q in enumerate((xx, yy)):  # horizontal, vertical offset from the centroid, -1..1 per nucleus
+                q = q - q.mean()
+                hv[c, y0:y1, x0:x1][yy, xx] = q / max(np.abs(q).max(), 1e-6)
     nd = __import__("scipy.ndimage", fromlist=["grey_dilation"])
     k = 2 * edge_px + 1
     hi = nd.grey_dilation(lab, size=(k, k))
     lo = nd.grey_erosion(np.where(lab > 0, lab, np.iinfo(np.int32).max), size=(k, k))
     contact = ((hi > 0) & (lo < np.iinfo(np.int32).max) & (hi != lo)).astype(np.float32)
-    return fg, dist, sp, contact
+    return fg, dist, sp, contact, hv
 
 
 def load(data_dir):
@@ -101,13 +106,13 @@ def load(data_dir):
             lab = cv2.imread(os.path.join(data_dir, ds, "labels", name + ".png"), cv2.IMREAD_UNCHANGED).astype(np.int32)
             mpp = 0.25 if ds == "consep" else mpps[(ds, name)]
             # contact band: +-1 um at the source resolution
-            fg, dist, sp, contact = targets(lab, sp_by_tile.get(name, set()) if ds == "consep" else set(),
+            fg, dist, sp, contact, hv = targets(lab, sp_by_tile.get(name, set()) if ds == "consep" else set(),
                                             max(1, round(1.0 / mpp)))
             s = mpp / WORK_MPP
             size = (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s)))
             rs = lambda a: cv2.resize(a, size, interpolation=cv2.INTER_AREA)
             items.append(dict(ds=ds, name=name, group=group_of(ds, name), img=rs(img),
-                              y=np.stack([rs(fg), rs(dist), rs(sp), rs(contact)]).astype(np.float32),
+                              y=np.stack([rs(fg), rs(dist), rs(sp), rs(contact), rs(hv[0]), rs(hv[1])]).astype(np.float32),
                               typed=ds == "consep"))
     return items
 
@@ -129,8 +134,15 @@ def crops(items, rng, n, size, weights=None):
         yy = y[:, r0:r0 + size, c0:c0 + size]
         k = rng.integers(4)
         im, yy = np.rot90(im, k, (0, 1)), np.rot90(yy, k, (1, 2))
-        if rng.random() < 0.5:
+        flip = rng.random() < 0.5
+        if flip:
             im, yy = im[:, ::-1], yy[:, :, ::-1]
+        if len(yy) > 4:  # the offset maps turn with the crop: a quarter turn maps (h, v) to (v, -h), a mirror h to -h
+            yy = yy.copy()
+            for _ in range(k):
+                yy[4], yy[5] = yy[5].copy(), -yy[4]
+            if flip:
+                yy[4] = -yy[4]
         # Stain / scanner variation: jitter in optical density space (per-channel gain and offset), and brightness.
         od = -np.log(np.clip(im, 1.0 / 255, 1.0))
         od = od * rng.uniform(0.75, 1.3, 3)[None, None, :] + rng.uniform(-0.05, 0.05, 3)[None, None, :]
@@ -141,7 +153,7 @@ def crops(items, rng, n, size, weights=None):
     return torch.tensor(np.stack(xs)), torch.tensor(np.stack(ys)), torch.tensor(ts)
 
 
-def loss_fn(out, y, typed, contact_weight=0.0):
+def loss_fn(out, y, typed, contact_weight=0.0, hv_weight=0.0):
     """Foreground BCE + Dice, distance MSE (mostly inside nuclei), spindle BCE on typed nuclei. With contact_weight,
     pixels where nuclei touch weigh 1 + contact_weight times more in the first two (as the original U-Net's weight map
     does): those few pixels decide whether touching nuclei are separated."""
@@ -155,7 +167,30 @@ def loss_fn(out, y, typed, contact_weight=0.0):
     l_d = ((torch.sigmoid(d_l) - d_t) ** 2 * (0.2 + w) * cw).sum() / (0.2 * w.numel() + w.sum()) * 4
     tm = typed[:, None, None] * w
     l_sp = (F.binary_cross_entropy_with_logits(sp_l, sp_t, reduction="none") * tm).sum() / (tm.sum() + 1)
-    return l_fg + l_d + 0.5 * l_sp
+    loss = l_fg + l_d + 0.5 * l_sp
+    if out.shape[1] > 3 and hv_weight > 0:
+        loss = loss + hv_weight * hv_loss(out[:, 3:5], y[:, 4:6], fg_t)
+    return loss
+
+
+SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
+
+
+def hv_loss(hv_l, hv_t, fg_t):
+    """The offset maps (as in HoVer-Net, Graham et al. 2019): squared error of the values (predicted through a
+    sigmoid, 0..1 for -1..1) and of their derivative along their own axis, inside nuclei. The derivative term makes the
+    maps flip sharply where two nuclei touch, which is what the post-processing reads."""
+    p = torch.sigmoid(hv_l) * 2 - 1
+    w = fg_t[:, None]
+    n = w.sum() * 2 + 1
+    l_val = ((p - hv_t) ** 2 * w).sum() / n
+    k = torch.stack([SOBEL, SOBEL.t()])[:, None]  # d/dx for h, d/dy for v
+
+    def grad(a):
+        return F.conv2d(F.pad(a, (1, 1, 1, 1), mode="replicate"), k, groups=2)
+
+    l_grad = ((grad(p) - grad(hv_t)) ** 2 * w).sum() / n
+    return l_val + l_grad
 
 
 def load_unlabelled(amibr_dir, side):
@@ -209,6 +244,9 @@ def main():
     ap.add_argument("--distill-weight", type=float, default=1.0)
     ap.add_argument("--contact-weight", type=float, default=0.0,
                     help="extra loss weight of the pixels where nuclei touch (foreground and distance)")
+    ap.add_argument("--hv-weight", type=float, default=0.0,
+                    help="> 0: two more outputs, each nucleus's horizontal and vertical offset maps (HoVer-Net), "
+                    "learnt with this weight; an --init network without them gets them added (their weights start at 0)")
     ap.add_argument("--unlabelled", help="with --teacher: AMi-Br folder (../shared/data/mitosis/amibr) whose patches "
                     "add unlabelled crops (64 px at 0.5 um/px, 2 per labelled crop) to every step")
     a = ap.parse_args()
@@ -239,11 +277,19 @@ def main():
         for ds in ("consep", "monuseg", "cpm15"):
             print(f"  {ds}: {sum(w for w, it in zip(weights, train) if it['ds'] == ds):.3f} of the crops", flush=True)
     model = NucleiNet(tuple(int(v) for v in a.widths.split(",")),
-                      fine_sep=tuple(int(v) for v in a.fine_sep.split(",")) if a.fine_sep else None)
+                      fine_sep=tuple(int(v) for v in a.fine_sep.split(",")) if a.fine_sep else None,
+                      outputs=5 if a.hv_weight > 0 else 3)
     print(f"widths {a.widths}, finest level {'separable ' + a.fine_sep if a.fine_sep else 'full 3x3'}: "
           f"{macs_per_px(model):.0f} multiply-adds per input pixel", flush=True)
     if a.init:
-        model.load_state_dict(torch.load(a.init))
+        sd = torch.load(a.init)
+        n_out = model.head.weight.shape[0]
+        if sd["head.weight"].shape[0] < n_out:  # a network without the offset outputs: added, starting at 0
+            for k in ("head.weight", "head.bias"):
+                grown = torch.zeros((n_out,) + sd[k].shape[1:])
+                grown[:sd[k].shape[0]] = sd[k]
+                sd[k] = grown
+        model.load_state_dict(sd)
     teacher, extra = None, []
     if a.teacher:
         teacher = load_net(a.teacher)  # widths from its weights, in eval mode
@@ -265,7 +311,7 @@ def main():
         x, y, t = crops(train, rng, a.batch, a.crop, weights)
         model.train()
         out = model(x)
-        loss = loss_fn(out, y, t, a.contact_weight)
+        loss = loss_fn(out, y, t, a.contact_weight, a.hv_weight)
         if teacher is not None:
             with torch.no_grad():
                 ref = teacher(x)

@@ -47,6 +47,10 @@ struct NucleiParams {
   double marker_threshold = 0.3;      // normalised distance above which a pixel seeds a nucleus
   double merge_depth = 0.12;          // markers whose basins meet less than this below the lower peak are merged
   double min_area_um2 = 6.0;          // smaller instances are dropped (debris, noise)
+  // With a network that also predicts offset maps (five outputs): the weight of the contact evidence taken off the
+  // distance, and the score (0 = one nucleus, 0.75 = two) under which touching instances are merged.
+  double contact_weight = 0.0;
+  double offset_merge_tolerance = 0.0;
   // The spindle rule (see the top of this header), chosen the same way (spindle F1 on CoNSeP training tiles):
   // CoNSeP's spindle class includes obliquely cut fibroblasts, so the elongation threshold is low, and the learned
   // probability carries most of the decision.
@@ -95,6 +99,9 @@ namespace detail {
 // For evaluating other networks (cross-validation in benchmarks): the ONNX model used instead of the embedded one by
 // the calling thread, until reset with an empty vector.
 void set_thread_nuclei_model(std::vector<unsigned char> onnx);
+// Merges touching instances of `labels` (CV_32S) that the offset maps `h`, `v` (CV_32F, 0..1 for -1..1, as the
+// network gives them) show to be parts of one nucleus (score below `tolerance`; see nuclei.cpp). Exposed for tests.
+void merge_by_offsets(cv::Mat& labels, const cv::Mat& h, const cv::Mat& v, double tolerance);
 }  // namespace detail
 
 }  // namespace grade

@@ -7,13 +7,17 @@
 // real slide's pyramid avoids). Both wall-clock and CPU time are reported (medians over the repetitions): on a loaded
 // machine only the CPU time says what one core does. The tiles' CPU time (segment_nuclei) is also reported alone.
 //
-// usage: bench_nuclei_speed [SLIDE] [--mpp X] [--repeat N]   (default: ../shared/data/wsi/cmu-1-small-region.svs)
+// usage: bench_nuclei_speed [SLIDE] [--mpp X] [--repeat N] [--model FILE.onnx] [--contact W] [--otol T]
+//   SLIDE defaults to ../shared/data/wsi/cmu-1-small-region.svs; --model times another network than the embedded one
+//   (loaded, and run once on the first tile, by each worker thread before its clock starts), --contact / --otol set NucleiParams::contact_weight / offset_merge_tolerance.
 #include <time.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,11 +43,22 @@ int main(int argc, char** argv) {
   std::string path = std::string(GRADE_SHARED_DATA) + "/wsi/cmu-1-small-region.svs";
   double mpp = 0.0;
   int repeat = 5;
+  std::vector<unsigned char> model;  // empty: the embedded network
+  grade::NucleiParams base;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--mpp" && i + 1 < argc) mpp = std::stod(argv[++i]);
     else if (a == "--repeat" && i + 1 < argc) repeat = std::stoi(argv[++i]);
-    else path = a;
+    else if (a == "--contact" && i + 1 < argc) base.contact_weight = std::stod(argv[++i]);
+    else if (a == "--otol" && i + 1 < argc) base.offset_merge_tolerance = std::stod(argv[++i]);
+    else if (a == "--model" && i + 1 < argc) {
+      std::ifstream in(argv[++i], std::ios::binary);
+      if (!in) {
+        std::fprintf(stderr, "bench_nuclei_speed: cannot read %s\n", argv[i]);
+        return 2;
+      }
+      model.assign(std::istreambuf_iterator<char>(in), {});
+    } else path = a;
   }
   cv::setNumThreads(1);
   grade::SlideOpenParams op;
@@ -83,7 +98,7 @@ int main(int argc, char** argv) {
       cv::Mat sm;
       cv::resize(tm, sm, small.rgb.size(), 0, 0, cv::INTER_NEAREST);
       const grade::StainEstimate stains = grade::estimate_stains(small, {}, sm);
-      grade::NucleiParams np;
+      grade::NucleiParams np = base;
       np.stains = stains.vectors;
       std::vector<char> use(tiles.size(), 0);
       for (std::size_t i = 0; i < tiles.size(); ++i) {
@@ -97,6 +112,10 @@ int main(int argc, char** argv) {
       std::vector<std::thread> pool;
       for (int t = 0; t < threads; ++t)
         pool.emplace_back([&] {
+          if (!model.empty()) {  // a per-thread network: loaded and its buffers sized here, off the clock
+            grade::detail::set_thread_nuclei_model(model);
+            grade::segment_nuclei(tiles[0], np);
+          }
           const double w0 = thread_cpu_seconds();
           for (std::size_t i; (i = next.fetch_add(1)) < tiles.size();)
             if (use[i]) count += grade::segment_nuclei(tiles[i], np).nuclei.size();

@@ -5,14 +5,20 @@
 // level is at half the working resolution) predicts, per pixel at `working_mpp`, (1) nucleus foreground, (2) the
 // distance to the nucleus boundary normalised per nucleus to 1 on its medial axis (a per-instance distance map, as in
 // Naylor et al., IEEE TMI 2019, "Segmentation of nuclei in histopathology images by deep regression of the distance
-// map"), and (3) whether the pixel belongs to a spindle-shaped nucleus. The network was trained on CoNSeP, MoNuSeg and
+// map"), (3) whether the pixel belongs to a spindle-shaped nucleus, and (4, 5) the horizontal and vertical offset of
+// the pixel from its nucleus's centre, scaled to -1..1 across the nucleus (HoVer-Net's maps, Graham et al., Medical
+// Image Analysis 2019). The network was trained on CoNSeP, MoNuSeg and
 // CPM-15 (tools/train/train_nuclei.py; benchmarks/README.md gives the command, data and held-out scores) and is
 // embedded in the library (libgrade/models/nuclei_unet.onnx), run by OpenCV dnn. Instances come from a
 // marker-controlled watershed (Beucher & Meyer 1993) on the predicted distance: markers are the connected regions
 // where the distance exceeds `marker_threshold`; they flood the foreground in order of decreasing distance, and two
 // basins that meet less than `merge_depth` below the lower of their peaks are merged (dynamics, Grimaud 1992). Because the
 // distance is normalised per nucleus, the marker of a thin spindle nucleus runs along its whole axis (it is never cut
-// in pieces), while two touching nuclei are separated by the valley of the distance between them.
+// in pieces), while two touching nuclei are separated by the valley of the distance between them. The offset maps
+// sharpen both decisions: where two nuclei touch, an offset falls from +1 to -1 within a pixel or two, and that fall
+// (times `contact_weight`) is taken off the distance before seeding, so the valley deepens; afterwards, touching
+// instances whose union still fits one nucleus's offsets (score under `offset_merge_tolerance`) are merged. The
+// library also runs a three-output network (no offset maps), without those two steps.
 //
 // Spindle rule (documented so it can be checked by eye): a nucleus is spindle-shaped when it is
 //   - elongated:  elongation (major / minor axis of the moment-equivalent ellipse) >= spindle_min_elongation,
@@ -47,10 +53,12 @@ struct NucleiParams {
   double marker_threshold = 0.3;      // normalised distance above which a pixel seeds a nucleus
   double merge_depth = 0.12;          // markers whose basins meet less than this below the lower peak are merged
   double min_area_um2 = 6.0;          // smaller instances are dropped (debris, noise)
-  // With a network that also predicts offset maps (five outputs): the weight of the contact evidence taken off the
-  // distance, and the score (0 = one nucleus, 0.75 = two) under which touching instances are merged.
+  // With a network that also predicts offset maps (five outputs, as the embedded one): the weight of the contact
+  // evidence taken off the distance, and the score (0 = one nucleus, 0.75 = two) under which touching instances are
+  // merged; 0 turns either step off. Chosen on the training-side images like the rest: a higher tolerance helps
+  // MoNuSeg and CPM-15 (fewer over-split large nuclei), a lower one CoNSeP (fewer merged small ones).
   double contact_weight = 0.0;
-  double offset_merge_tolerance = 0.0;
+  double offset_merge_tolerance = 0.35;
   // The spindle rule (see the top of this header), chosen the same way (spindle F1 on CoNSeP training tiles):
   // CoNSeP's spindle class includes obliquely cut fibroblasts, so the elongation threshold is low, and the learned
   // probability carries most of the decision.

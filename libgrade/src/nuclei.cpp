@@ -110,6 +110,19 @@ std::vector<cv::Mat> predict(const cv::Mat& rgb, int tile, int margin) {
   return maps;
 }
 
+// Union-find over labels 0..n (path halving); which root a union keeps is the caller's choice.
+struct Roots {
+  std::vector<int> parent;
+  explicit Roots(int n) : parent(static_cast<std::size_t>(n) + 1) {
+    for (int i = 0; i <= n; ++i) parent[static_cast<std::size_t>(i)] = i;
+  }
+  int& of(int x) { return parent[static_cast<std::size_t>(x)]; }
+  int find(int x) {
+    while (of(x) != x) x = of(x) = of(of(x));
+    return x;
+  }
+};
+
 // Marker-controlled watershed on the normalised distance inside the foreground, by a bucketed priority flood (256
 // levels, FIFO within a level: deterministic). Markers whose basins meet at a saddle less than `merge_depth` below the
 // lower of their two peaks are merged (the "dynamics" criterion, Grimaud 1992): it keeps one nucleus whole when the
@@ -173,19 +186,14 @@ cv::Mat watershed(const cv::Mat& fg, const cv::Mat& dist_in, float fg_thr, float
   std::vector<int> peak(static_cast<std::size_t>(n) + 1, 0);
   for (int i = 0; i < rows * cols; ++i)
     if (L[i] > 0) peak[static_cast<std::size_t>(L[i])] = std::max(peak[static_cast<std::size_t>(L[i])], level(i));
-  std::vector<int> parent(static_cast<std::size_t>(n) + 1);
-  for (int i = 0; i <= n; ++i) parent[static_cast<std::size_t>(i)] = i;
-  auto find = [&](int x) {
-    while (parent[static_cast<std::size_t>(x)] != x) x = parent[static_cast<std::size_t>(x)] = parent[static_cast<std::size_t>(parent[static_cast<std::size_t>(x)])];
-    return x;
-  };
+  Roots roots(n);
   const int depth = static_cast<int>(merge_depth * 255.0f);
   auto meet = [&](int a, int b, int lv) {  // basins a and b touch at level lv
-    int ra = find(a), rb = find(b);
+    int ra = roots.find(a), rb = roots.find(b);
     if (ra == rb) return;
     if (lv >= std::min(peak[static_cast<std::size_t>(ra)], peak[static_cast<std::size_t>(rb)]) - depth) {
       if (ra > rb) std::swap(ra, rb);
-      parent[static_cast<std::size_t>(rb)] = ra;
+      roots.of(rb) = ra;
       peak[static_cast<std::size_t>(ra)] = std::max(peak[static_cast<std::size_t>(ra)], peak[static_cast<std::size_t>(rb)]);
     }
   };
@@ -241,7 +249,7 @@ cv::Mat watershed(const cv::Mat& fg, const cv::Mat& dist_in, float fg_thr, float
     }
   }
   for (int i = 0; i < rows * cols; ++i)
-    if (L[i] > 0) L[i] = find(L[i]);
+    if (L[i] > 0) L[i] = roots.find(L[i]);
   *count = n;
   return labels;
 }
@@ -311,14 +319,10 @@ void merge_by_offsets(cv::Mat& labels, const cv::Mat& h, const cv::Mat& v, doubl
     return std::max(0.0, 1.0 - cov * cov / (var_o * var_p));
   };
   auto score = [&](const Fit& f) {
-    return std::max(unexplained(f.n, f.sx, f.sh, f.shh, f.sxh, f.sxx), unexplained(f.n, f.sy, f.sv, f.svv, f.syv, f.syy));
+    return std::max(unexplained(f.n, f.sx, f.sh, f.shh, f.sxh, f.sxx),
+                    unexplained(f.n, f.sy, f.sv, f.svv, f.syv, f.syy));
   };
-  std::vector<int> parent(static_cast<std::size_t>(n) + 1);
-  for (int i = 0; i <= n; ++i) parent[static_cast<std::size_t>(i)] = i;
-  auto find = [&](int x) {
-    while (parent[static_cast<std::size_t>(x)] != x) x = parent[static_cast<std::size_t>(x)] = parent[static_cast<std::size_t>(parent[static_cast<std::size_t>(x)])];
-    return x;
-  };
+  Roots roots(n);
   // Best-first agglomeration with a lazy heap: an entry is stale once either side has merged since it was pushed.
   std::vector<std::vector<int>> adj(static_cast<std::size_t>(n) + 1);
   for (const auto& [key, count] : contact) {
@@ -339,7 +343,8 @@ void merge_by_offsets(cv::Mat& labels, const cv::Mat& h, const cv::Mat& v, doubl
     Fit u = fit[static_cast<std::size_t>(a)];
     u += fit[static_cast<std::size_t>(b)];
     const double sc = score(u);
-    if (sc < tolerance) heap.push({sc, a, b, version[static_cast<std::size_t>(a)], version[static_cast<std::size_t>(b)]});
+    if (sc < tolerance)
+      heap.push({sc, a, b, version[static_cast<std::size_t>(a)], version[static_cast<std::size_t>(b)]});
   };
   for (int a = 1; a <= n; ++a) {
     auto& nb = adj[static_cast<std::size_t>(a)];
@@ -351,16 +356,16 @@ void merge_by_offsets(cv::Mat& labels, const cv::Mat& h, const cv::Mat& v, doubl
     const Entry e = heap.top();
     heap.pop();
     if (version[static_cast<std::size_t>(e.a)] != e.va || version[static_cast<std::size_t>(e.b)] != e.vb ||
-        find(e.a) != e.a || find(e.b) != e.b)
+        roots.find(e.a) != e.a || roots.find(e.b) != e.b)
       continue;
-    parent[static_cast<std::size_t>(e.b)] = e.a;
+    roots.of(e.b) = e.a;
     ++version[static_cast<std::size_t>(e.a)];
     fit[static_cast<std::size_t>(e.a)] += fit[static_cast<std::size_t>(e.b)];
     // The merged instance's neighbours: both sides' (as current roots), once each.
     auto& na = adj[static_cast<std::size_t>(e.a)];
     for (const int c : adj[static_cast<std::size_t>(e.b)]) na.push_back(c);
     adj[static_cast<std::size_t>(e.b)].clear();
-    for (int& c : na) c = find(c);
+    for (int& c : na) c = roots.find(c);
     std::sort(na.begin(), na.end());
     na.erase(std::unique(na.begin(), na.end()), na.end());
     na.erase(std::remove(na.begin(), na.end(), e.a), na.end());
@@ -369,7 +374,7 @@ void merge_by_offsets(cv::Mat& labels, const cv::Mat& h, const cv::Mat& v, doubl
   for (int y = 0; y < labels.rows; ++y) {
     int* l = labels.ptr<int>(y);
     for (int x = 0; x < labels.cols; ++x)
-      if (l[x] > 0) l[x] = find(l[x]);
+      if (l[x] > 0) l[x] = roots.find(l[x]);
   }
 }
 }  // namespace detail
@@ -427,8 +432,8 @@ NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params) 
 
   int n = 0;
   cv::Mat labels = watershed(maps[0], maps[1], static_cast<float>(params.foreground_threshold),
-                             static_cast<float>(params.marker_threshold), static_cast<float>(params.merge_depth), contact,
-                             static_cast<float>(params.contact_weight), &n);
+                             static_cast<float>(params.marker_threshold), static_cast<float>(params.merge_depth),
+                             contact, static_cast<float>(params.contact_weight), &n);
   if (!offsets[0].empty() && params.offset_merge_tolerance > 0.0)
     detail::merge_by_offsets(labels, offsets[0], offsets[1], params.offset_merge_tolerance);
 

@@ -7,15 +7,17 @@ images.csv's approximate mpp.
 
 Targets per pixel (computed at the source resolution, then area-resampled): nucleus foreground; the distance to the
 nucleus boundary normalised per instance to 1 on its medial axis (separates touching nuclei: it dips to 0 between
-them, and stays 1 along a thin spindle nucleus's whole axis); spindle (CoNSeP type 4; loss masked elsewhere).
+them, and stays 1 along a thin spindle nucleus's whole axis); spindle (CoNSeP type 4; loss masked elsewhere); with
+--hv-weight > 0, each nucleus's horizontal and vertical offset maps (HoVer-Net; -1..1 across the nucleus).
 
 Folds: --fold K of --folds N holds out every image with (hash of its source image) % N == K (CoNSeP tiles are grouped
 by their source image, train_<n>); --fold -1 trains on everything (the committed model is not such a run: it is
 the fold-1 model, so that fold 1 can score it).
 
 Reproducible: fixed seeds, CPU, torch threads <= 2, when a run ends at --steps rather than at --minutes. The
-committed model took seven stages (a 12-24-32 network, then its finest level widened with widen_nuclei.py and its
-second level narrowed with prune_nuclei.py); their commands are in benchmarks/README.md, "Nuclei". The first stage:
+committed model took eight stages (a 12-24-32 network, then its finest level widened with widen_nuclei.py, its
+second level narrowed with prune_nuclei.py, and last the offset maps added: onnx_to_pt.py, then --hv-weight 1); their
+commands are in benchmarks/README.md, "Nuclei". The first stage:
   nice -n 10 /usr/bin/python3 tools/train/train_nuclei.py --data ../shared/data/nuclei --fold 1 --folds 2 \
       --out /tmp/nuc/fold1.onnx --minutes 14 --threads 1
 Distillation (tried for a narrower, faster network; not kept, benchmarks/README.md): --teacher WIDE.pt adds the wide

@@ -8,8 +8,8 @@
 // machine only the CPU time says what one core does. The tiles' CPU time (segment_nuclei) is also reported alone.
 //
 // Each worker thread runs the first tile once before its CPU clock starts (the wall clock includes it): that first
-// use costs ~0.3 s CPU (network load, first-pass buffers, the thread's fresh heap), once per worker per slide, which
-// this 6-tile sample would overweight ~20-fold against a slide of a few hundred tiles; --cold counts it.
+// use costs extra CPU (up to ~0.4 s here, mostly with 2 threads: network buffers, the thread's fresh heap), once per
+// worker per slide, which this 6-tile sample would overweight against a slide of a few hundred tiles; --cold counts it.
 //
 // usage: bench_nuclei_speed [SLIDE] [--mpp X] [--repeat N] [--cold] [--model FILE.onnx] [--contact W] [--otol T]
 //   SLIDE defaults to ../shared/data/wsi/cmu-1-small-region.svs; --model times another network than the embedded one

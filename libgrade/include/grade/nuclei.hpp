@@ -15,10 +15,11 @@
 // basins that meet less than `merge_depth` below the lower of their peaks are merged (dynamics, Grimaud 1992). Because the
 // distance is normalised per nucleus, the marker of a thin spindle nucleus runs along its whole axis (it is never cut
 // in pieces), while two touching nuclei are separated by the valley of the distance between them. The offset maps
-// sharpen both decisions: where two nuclei touch, an offset falls from +1 to -1 within a pixel or two, and that fall
-// (times `contact_weight`) is taken off the distance before seeding, so the valley deepens; afterwards, touching
-// instances whose union still fits one nucleus's offsets (score under `offset_merge_tolerance`) are merged. The
-// library also runs a three-output network (no offset maps), without those two steps.
+// then undo over-splitting: touching instances whose union still fits one nucleus's offsets (score under
+// `offset_merge_tolerance`) are merged. They can also deepen the valleys (where two nuclei touch, an offset falls from
+// +1 to -1 within a pixel or two; `contact_weight` times that fall is taken off the distance before seeding), but that
+// step is off by default: it cut drawn spindle nuclei in two. A three-output network (no offset maps) runs too,
+// without either step.
 //
 // Spindle rule (documented so it can be checked by eye): a nucleus is spindle-shaped when it is
 //   - elongated:  elongation (major / minor axis of the moment-equivalent ellipse) >= spindle_min_elongation,
@@ -55,8 +56,8 @@ struct NucleiParams {
   double min_area_um2 = 6.0;          // smaller instances are dropped (debris, noise)
   // With a network that also predicts offset maps (five outputs, as the embedded one): the weight of the contact
   // evidence taken off the distance, and the score (0 = one nucleus, 0.75 = two) under which touching instances are
-  // merged; 0 turns either step off. Chosen on the training-side images like the rest: a higher tolerance helps
-  // MoNuSeg and CPM-15 (fewer over-split large nuclei), a lower one CoNSeP (fewer merged small ones).
+  // merged; 0 turns either step off. The tolerance was chosen on the training-side images like the rest: a higher one
+  // helps MoNuSeg and CPM-15 (fewer over-split large nuclei), a lower one CoNSeP (fewer merged small ones).
   double contact_weight = 0.0;
   double offset_merge_tolerance = 0.35;
   // The spindle rule (see the top of this header), chosen the same way (spindle F1 on CoNSeP training tiles):

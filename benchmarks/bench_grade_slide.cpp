@@ -5,7 +5,10 @@
 // grade::Slide::read_region, which decodes tiled TIFF slides with libtiff directly (slide.hpp): the ratio to it says
 // how far the analysis is from libgrade's own decode.
 //
-//   bench_grade_slide [--sizes 10000,40000] [--threads 1,2] [--dir DIR] [--keep]
+//   bench_grade_slide [--sizes 10000,40000] [--threads 1,2] [--dir DIR] [--default-malloc]
+//
+// --default-malloc leaves glibc's allocator settings as they are instead of tuning them as grade-slide does
+// (grade::tune_allocator), to measure what that is worth.
 //
 // Slides are made once with grade::synthesize_slide (seed 7, defaults otherwise) and cached in DIR
 // (default /tmp/libgrade-bench). Each grading configuration runs in a child process (this program re-executed) so its
@@ -28,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "grade/allocator.hpp"
 #include "grade/error.hpp"
 #include "grade/pipeline.hpp"
 #include "grade/report.hpp"
@@ -117,8 +121,9 @@ double libgrade_read_seconds(const fs::path& slide, const std::vector<grade::Rec
 }
 
 // Child mode: grade, write outputs, print one line "wall tiles_s rss_mb tiles megapixels grade count necrosis".
-int child(const fs::path& slide, int threads, const fs::path& out) {
+int child(const fs::path& slide, int threads, const fs::path& out, bool default_malloc) {
   const auto t0 = Clock::now();
+  if (!default_malloc) grade::tune_allocator();  // as grade-slide does (use_tile_threads_only)
   grade::GradeParams p;
   p.differentiation = 2;
   p.threads = threads;
@@ -147,11 +152,13 @@ int child(const fs::path& slide, int threads, const fs::path& out) {
 
 int main(int argc, char** argv) {
   try {
-    if (argc >= 5 && std::strcmp(argv[1], "--child") == 0) return child(argv[2], std::atoi(argv[3]), argv[4]);
+    if (argc >= 6 && std::strcmp(argv[1], "--child") == 0)
+      return child(argv[2], std::atoi(argv[3]), argv[4], std::strcmp(argv[5], "default") == 0);
 
     std::vector<long> sizes = {10000, 40000};
     std::vector<long> threads = {1, 2};
     fs::path dir = "/tmp/libgrade-bench";
+    bool default_malloc = false;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       if (a == "--sizes" && i + 1 < argc)
@@ -160,8 +167,10 @@ int main(int argc, char** argv) {
         threads = parse_list(argv[++i]);
       else if (a == "--dir" && i + 1 < argc)
         dir = argv[++i];
+      else if (a == "--default-malloc")
+        default_malloc = true;
       else {
-        std::cerr << "usage: bench_grade_slide [--sizes 10000,40000] [--threads 1,2] [--dir DIR]\n";
+        std::cerr << "usage: bench_grade_slide [--sizes 10000,40000] [--threads 1,2] [--dir DIR] [--default-malloc]\n";
         return 2;
       }
     }
@@ -185,7 +194,7 @@ int main(int argc, char** argv) {
       for (long t : threads) {
         const fs::path out = dir / ("out-" + std::to_string(side) + "-" + std::to_string(t));
         const std::string cmd = "'" + self + "' --child '" + slide.string() + "' " + std::to_string(t) + " '" +
-                                out.string() + "'";
+                                out.string() + "' " + (default_malloc ? "default" : "tuned");
         FILE* pipe = popen(cmd.c_str(), "r");
         if (!pipe) throw std::runtime_error("cannot run " + cmd);
         char line[512];

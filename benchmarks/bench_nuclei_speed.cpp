@@ -11,7 +11,11 @@
 // use costs extra CPU (up to ~0.4 s here, mostly with 2 threads: network buffers, the thread's fresh heap), once per
 // worker per slide, which this 6-tile sample would overweight against a slide of a few hundred tiles; --cold counts it.
 //
-// usage: bench_nuclei_speed [SLIDE] [--mpp X] [--repeat N] [--cold] [--model FILE.onnx] [--contact W] [--otol T]
+// The allocator is tuned as the tools tune it (grade::tune_allocator); --default-malloc leaves glibc's defaults, to
+// measure what that is worth.
+//
+// usage: bench_nuclei_speed [SLIDE] [--mpp X] [--repeat N] [--cold] [--default-malloc] [--model FILE.onnx]
+//                           [--contact W] [--otol T]
 //   SLIDE defaults to ../shared/data/wsi/cmu-1-small-region.svs; --model times another network than the embedded one
 //   (a per-thread copy); --contact / --otol set NucleiParams::contact_weight / offset_merge_tolerance.
 #include <time.h>
@@ -28,6 +32,7 @@
 
 #include <opencv2/imgproc.hpp>
 
+#include "grade/allocator.hpp"
 #include "grade/nuclei.hpp"
 #include "grade/slide.hpp"
 #include "grade/stain.hpp"
@@ -47,7 +52,7 @@ int main(int argc, char** argv) {
   std::string path = std::string(GRADE_SHARED_DATA) + "/wsi/cmu-1-small-region.svs";
   double mpp = 0.0;
   int repeat = 5;
-  bool cold = false;
+  bool cold = false, default_malloc = false;
   std::vector<unsigned char> model;  // empty: the embedded network
   grade::NucleiParams base;
   for (int i = 1; i < argc; ++i) {
@@ -55,6 +60,7 @@ int main(int argc, char** argv) {
     if (a == "--mpp" && i + 1 < argc) mpp = std::stod(argv[++i]);
     else if (a == "--repeat" && i + 1 < argc) repeat = std::stoi(argv[++i]);
     else if (a == "--cold") cold = true;
+    else if (a == "--default-malloc") default_malloc = true;
     else if (a == "--contact" && i + 1 < argc) base.contact_weight = std::stod(argv[++i]);
     else if (a == "--otol" && i + 1 < argc) base.offset_merge_tolerance = std::stod(argv[++i]);
     else if (a == "--model" && i + 1 < argc) {
@@ -67,6 +73,10 @@ int main(int argc, char** argv) {
     } else path = a;
   }
   cv::setNumThreads(1);
+  if (!default_malloc && !grade::tune_allocator()) {
+    std::fprintf(stderr, "bench_nuclei_speed: grade::tune_allocator() failed (not glibc?)\n");
+    return 2;
+  }
   grade::SlideOpenParams op;
   op.mpp_override = mpp;
   const grade::Slide slide = grade::Slide::open(path, op);
@@ -83,7 +93,8 @@ int main(int argc, char** argv) {
       v.y0 = whole.y0 + static_cast<std::int64_t>(y * whole.downsample);
       tiles.push_back(v);
     }
-  std::printf("%s: %zu tiles of up to %dx%d at %.2f um/px\n", path.c_str(), tiles.size(), T, T, work_mpp);
+  std::printf("%s: %zu tiles of up to %dx%d at %.2f um/px; allocator %s\n", path.c_str(), tiles.size(), T, T, work_mpp,
+              default_malloc ? "glibc defaults" : "tuned (grade::tune_allocator)");
   for (int threads : {1, 2}) {
     std::vector<double> walls, cpus, tiles_cpus, thumb_cpus;
     std::int64_t px = 0;

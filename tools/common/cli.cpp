@@ -8,6 +8,7 @@
 #include <opencv2/core/utility.hpp>
 #include <opencv2/imgcodecs.hpp>
 
+#include "grade/allocator.hpp"
 #include "grade/error.hpp"
 #include "report_detail.hpp"
 
@@ -85,6 +86,9 @@ void print_error(const std::string& tool, const std::string& message) {
   std::cerr << tool << ": error: " << message << "\n";
 }
 
-void use_tile_threads_only() { cv::setNumThreads(1); }
+void use_tile_threads_only() {
+  cv::setNumThreads(1);
+  grade::tune_allocator();
+}
 
 }  // namespace grade::cli

@@ -1,5 +1,6 @@
 #pragma once
 // libgrade: FNCLCC grading of soft-tissue sarcoma from H&E whole-slide images. Include this for the whole public API.
+#include "grade/allocator.hpp"
 #include "grade/count.hpp"
 #include "grade/error.hpp"
 #include "grade/fnclcc.hpp"

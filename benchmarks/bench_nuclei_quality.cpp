@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
     else if (a == "--merge") params.merge_depth = std::stod(next());
     else if (a == "--contact") params.contact_weight = std::stod(next());
     else if (a == "--otol") params.offset_merge_tolerance = std::stod(next());
+    else if (a == "--flips") params.flips = std::stoi(next());
     else if (a == "--margin") params.tile_margin_px = std::stoi(next());
     else if (a == "--tile") params.tile_px = std::stoi(next());
     else if (a == "--min-area") params.min_area_um2 = std::stod(next());

@@ -15,9 +15,9 @@
 // measure what that is worth.
 //
 // usage: bench_nuclei_speed [SLIDE] [--mpp X] [--repeat N] [--cold] [--default-malloc] [--model FILE.onnx]
-//                           [--contact W] [--otol T]
+//                           [--contact W] [--otol T] [--flips N]
 //   SLIDE defaults to ../shared/data/wsi/cmu-1-small-region.svs; --model times another network than the embedded one
-//   (a per-thread copy); --contact / --otol set NucleiParams::contact_weight / offset_merge_tolerance.
+//   (a per-thread copy); --contact / --otol / --flips set NucleiParams::contact_weight / offset_merge_tolerance / flips.
 #include <time.h>
 
 #include <algorithm>
@@ -63,6 +63,7 @@ int main(int argc, char** argv) {
     else if (a == "--default-malloc") default_malloc = true;
     else if (a == "--contact" && i + 1 < argc) base.contact_weight = std::stod(argv[++i]);
     else if (a == "--otol" && i + 1 < argc) base.offset_merge_tolerance = std::stod(argv[++i]);
+    else if (a == "--flips" && i + 1 < argc) base.flips = std::stoi(argv[++i]);
     else if (a == "--model" && i + 1 < argc) {
       std::ifstream in(argv[++i], std::ios::binary);
       if (!in) {

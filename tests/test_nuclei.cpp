@@ -1,15 +1,20 @@
-// segment_nuclei on drawn nuclei with known shapes, rendered from known stain vectors; determinism; input checks.
+// segment_nuclei on drawn nuclei with known shapes, rendered from known stain vectors; determinism; input checks;
+// test-time flips; grade-inspect nuclei.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <fstream>
 #include <numbers>
 #include <random>
+#include <sstream>
 
 #include <opencv2/core/utility.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "grade/error.hpp"
 #include "grade/nuclei.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -71,7 +76,12 @@ TEST_CASE("drawn nuclei: count, area, elongation and spindle flags") {
   const double mpp = 0.5;
   auto truth = layout();
   const cv::Mat rgb = render(truth, 340, 230, mpp, 1);
-  const auto r = grade::segment_nuclei(grade::make_view(rgb, mpp));
+  int flips = 1;
+  SUBCASE("one network pass") {}
+  SUBCASE("test-time mirrors") { flips = 4; }
+  SUBCASE("test-time mirrors and transposes") { flips = 8; }
+  CAPTURE(flips);
+  const auto r = grade::segment_nuclei(grade::make_view(rgb, mpp), {.flips = flips});
   REQUIRE(r.labels.size() == rgb.size());
   REQUIRE(r.labels.type() == CV_32S);
   CHECK(r.nuclei.size() == truth.size());
@@ -102,6 +112,69 @@ TEST_CASE("results do not depend on OpenCV's thread count") {
   CHECK(cv::countNonZero(a.labels != b.labels) == 0);
   REQUIRE(a.nuclei.size() == b.nuclei.size());
   for (std::size_t i = 0; i < a.nuclei.size(); ++i) CHECK(a.nuclei[i].area_um2 == b.nuclei[i].area_um2);
+}
+
+TEST_CASE("test-time flips: a mirrored or transposed tile gives the mirrored or transposed nuclei") {
+  // Averaging over all eight mirror / transpose copies makes the network's output (nearly: float sums in another
+  // order) equivariant to them, offset maps included: a wrong sign or a swapped map would move the offset merge.
+  auto truth = layout();
+  const cv::Mat rgb = render(truth, 232, 232, 0.5, 4);  // square, so that the transposed copy tiles alike
+  const grade::NucleiParams p{.flips = 8};
+  const auto r = grade::segment_nuclei(grade::make_view(rgb, 0.5), p);
+  REQUIRE(r.nuclei.size() >= 8);
+  for (int op : {0, 1, 2}) {  // up-down, left-right, transpose
+    CAPTURE(op);
+    cv::Mat t;
+    if (op == 2) cv::transpose(rgb, t);
+    else cv::flip(rgb, t, op);
+    const auto rt = grade::segment_nuclei(grade::make_view(t, 0.5), p);
+    CHECK(rt.nuclei.size() == r.nuclei.size());
+    cv::Mat back;
+    if (op == 2) cv::transpose(rt.labels, back);
+    else cv::flip(rt.labels, back, op);
+    // Same foreground, and each nucleus's pixels in one nucleus of the other result, up to a few boundary pixels.
+    CHECK(cv::countNonZero((back > 0) != (r.labels > 0)) <= 10);
+    for (const auto& n : r.nuclei) {
+      const int id = r.labels.at<int>(static_cast<int>(std::lround(n.y)), static_cast<int>(std::lround(n.x)));
+      if (id != n.id) continue;  // a concave nucleus's centroid outside it
+      const int other = back.at<int>(static_cast<int>(std::lround(n.y)), static_cast<int>(std::lround(n.x)));
+      REQUIRE(other > 0);
+      const auto& m = rt.nuclei[static_cast<std::size_t>(other - 1)];
+      CHECK(m.area_um2 == doctest::Approx(n.area_um2).epsilon(0.02));
+    }
+  }
+}
+
+TEST_CASE("test-time flips: the offset maps of the mirrored and transposed copies are turned back") {
+  // One round nucleus: its horizontal offset rises along x and not along y, the vertical one along y; a copy whose
+  // maps came back with the wrong sign would flatten that rise, one with the maps swapped would tilt it.
+  std::vector<Drawn> one{{48.0, 48.0, 8.0, 8.0, 0.0, false}};
+  const cv::Mat rgb = render(one, 96, 96, 0.5, 5);
+  for (int flips : {1, 2, 4, 8}) {
+    CAPTURE(flips);
+    const auto maps = grade::detail::network_maps(rgb, {.flips = flips});
+    REQUIRE(maps.size() == 5);
+    // Mean offset in the right minus the left half of the nucleus (x), bottom minus top (y).
+    double rise[2][2] = {};  // [map][axis]
+    for (int m = 0; m < 2; ++m)
+      for (int axis = 0; axis < 2; ++axis) {
+        double sum[2] = {}, n[2] = {};
+        for (int y = 40; y < 57; ++y)
+          for (int x = 40; x < 57; ++x) {
+            const int c = axis == 0 ? x : y;
+            if (c == 48 || maps[0].at<float>(y, x) < 0.5f) continue;
+            sum[c > 48] += maps[static_cast<std::size_t>(3 + m)].at<float>(y, x);
+            ++n[c > 48];
+          }
+        REQUIRE(n[0] > 10);
+        REQUIRE(n[1] > 10);
+        rise[m][axis] = sum[1] / n[1] - sum[0] / n[0];
+      }
+    CHECK(rise[0][0] > 0.3);  // 0..1 for -1..1 across the nucleus: halves differ by ~0.5
+    CHECK(rise[1][1] > 0.3);
+    CHECK(std::abs(rise[0][1]) < 0.1);
+    CHECK(std::abs(rise[1][0]) < 0.1);
+  }
 }
 
 TEST_CASE("level-0 coordinates follow the view's origin and downsample; other scales are resampled") {
@@ -136,6 +209,8 @@ TEST_CASE("clear errors for empty, non-RGB or scale-less input and bad parameter
                        doctest::Contains("working_mpp"), grade::Error);
   CHECK_THROWS_WITH_AS(grade::segment_nuclei(grade::make_view(rgb, 0.5), {.tile_px = 100}), doctest::Contains("tile_px"),
                        grade::Error);
+  CHECK_THROWS_WITH_AS(grade::segment_nuclei(grade::make_view(rgb, 0.5), {.flips = 3}), doctest::Contains("flips"),
+                       grade::Error);
   // Blank glass: no nuclei, no error.
   const cv::Mat glass(64, 64, CV_8UC3, cv::Scalar(245, 245, 245));
   CHECK(grade::segment_nuclei(grade::make_view(glass, 0.5)).nuclei.empty());
@@ -169,4 +244,53 @@ TEST_CASE("offset maps: halves of one nucleus are merged, two touching nuclei ar
   const cv::Mat flat(labels.size(), CV_32F, cv::Scalar(0.5));
   grade::detail::merge_by_offsets(labels, flat, flat, 0.3);
   CHECK(labels.at<int>(20, 30) == 2);
+}
+
+TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flips, clear errors") {
+  namespace test = grade::test;
+  test::TempDir dir("grade-nuclei-cli");
+  auto truth = layout();
+  const cv::Mat rgb = render(truth, 340, 230, 0.5, 1);
+  cv::Mat bgr;
+  cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
+  REQUIRE(cv::imwrite((dir / "drawn.png").string(), bgr));
+  const std::string inspect = test::quote(test::tool("grade-inspect").string());
+  for (int flips : {1, 4}) {
+    CAPTURE(flips);
+    const auto out = dir / ("out" + std::to_string(flips));
+    const auto r = test::run(inspect + " nuclei --mpp 0.5 --flips " + std::to_string(flips) + " --out " +
+                             test::quote(out.string()) + " " + test::quote((dir / "drawn.png").string()));
+    REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+    const cv::Mat labels = cv::imread((out / "drawn.png").string(), cv::IMREAD_UNCHANGED);
+    REQUIRE(labels.type() == CV_16U);
+    CHECK(labels.size() == rgb.size());
+    const auto direct = grade::segment_nuclei(grade::make_view(rgb, 0.5), {.flips = flips});
+    cv::Mat direct16;
+    direct.labels.convertTo(direct16, CV_16U);
+    CHECK(cv::countNonZero(labels != direct16) == 0);
+    std::ifstream csv(out / "nuclei.csv");
+    std::string line;
+    std::getline(csv, line);
+    CHECK(line.rfind("image,id,x,y,area_um2,elongation,spindle,", 0) == 0);
+    int rows = 0, spindles = 0;
+    while (std::getline(csv, line)) {
+      std::stringstream ss(line);
+      std::vector<std::string> f;
+      for (std::string cell; std::getline(ss, cell, ',');) f.push_back(cell);
+      REQUIRE(f.size() >= 7);
+      CHECK(f[0] == "drawn");
+      ++rows;
+      spindles += f[6] == "1";
+    }
+    CHECK(rows == static_cast<int>(truth.size()));
+    CHECK(spindles == 8);
+  }
+  const auto bad = test::run(inspect + " nuclei --mpp 0.5 --flips 3 --out " + test::quote((dir / "x").string()) + " " +
+                             test::quote((dir / "drawn.png").string()));
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.output.find("--flips must be 1, 2, 4 or 8") != std::string::npos);
+  const auto other = test::run(inspect + " tissue --mpp 0.5 --flips 4 --out " + test::quote((dir / "x").string()) + " " +
+                               test::quote((dir / "drawn.png").string()));
+  CHECK(other.exit_code == 2);
+  CHECK(other.output.find("nuclei stage only") != std::string::npos);
 }

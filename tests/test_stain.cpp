@@ -1,13 +1,21 @@
-// Stain estimation and colour deconvolution on images rendered from known stain vectors.
+// Stain estimation and colour deconvolution on images rendered from known stain vectors; grade-inspect stain.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <fstream>
+#include <map>
 #include <numbers>
 #include <random>
+#include <sstream>
+#include <vector>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include "grade/error.hpp"
 #include "grade/stain.hpp"
 #include "stain_detail.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -117,4 +125,41 @@ TEST_CASE("clear errors for empty or non-RGB input") {
   const cv::Mat rgb(10, 10, CV_8UC3, cv::Scalar(200, 100, 150));
   CHECK_THROWS_AS(grade::deconvolve(grade::make_view(rgb, 0.5), {{1, 0, 0}, {1, 0, 0}}), grade::Error);
   CHECK_THROWS_AS(grade::estimate_stains(grade::make_view(rgb, 0.5), {.angle_percentile = 60.0}), grade::Error);
+}
+
+TEST_CASE("grade-inspect stain: the rendered vectors come back in stain.csv; blank glass falls back with a warning") {
+  namespace test = grade::test;
+  test::TempDir dir("grade-stain-cli");
+  const grade::StainVectors truth{unit({0.55, 0.78, 0.30}), unit({0.10, 0.95, 0.30})};
+  cv::Mat bgr;
+  cv::cvtColor(render(truth, 300, 200, 7), bgr, cv::COLOR_RGB2BGR);
+  REQUIRE(cv::imwrite((dir / "he.png").string(), bgr));
+  REQUIRE(cv::imwrite((dir / "glass.png").string(), cv::Mat(200, 300, CV_8UC3, cv::Scalar(243, 242, 244))));
+  const auto out = dir / "out";
+  const auto r = test::run(test::quote(test::tool("grade-inspect").string()) + " stain --mpp 2 --out " +
+                           test::quote(out.string()) + " " + test::quote((dir / "he.png").string()) + " " +
+                           test::quote((dir / "glass.png").string()));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  std::ifstream csv(out / "stain.csv");
+  std::string line;
+  std::getline(csv, line);
+  CHECK(line == "image,h_r,h_g,h_b,e_r,e_g,e_b,fallback,warning,pixels_used");
+  std::map<std::string, std::vector<std::string>> rows;
+  while (std::getline(csv, line)) {
+    std::stringstream ss(line);
+    std::vector<std::string> f;
+    for (std::string cell; std::getline(ss, cell, ',');) f.push_back(cell);
+    REQUIRE(f.size() >= 9);
+    rows[f[0]] = f;
+  }
+  REQUIRE(rows.count("he") == 1);
+  REQUIRE(rows.count("glass") == 1);
+  const auto& he = rows["he"];
+  const std::array<double, 3> h{std::stod(he[1]), std::stod(he[2]), std::stod(he[3])},
+      e{std::stod(he[4]), std::stod(he[5]), std::stod(he[6])};
+  CHECK(he[7] == "0");
+  CHECK(grade::detail::angle_deg(h, truth.hematoxylin) < 3.0);
+  CHECK(grade::detail::angle_deg(e, truth.eosin) < 3.0);
+  CHECK(rows["glass"][7] == "1");
+  CHECK(!rows["glass"][8].empty());  // the warning says why
 }

@@ -1,12 +1,18 @@
-// detect_tissue on a drawn thumbnail with known tissue, glass holes, pen marks, dust and grey debris.
+// detect_tissue on a drawn thumbnail with known tissue, glass holes, pen marks, dust and grey debris; grade-inspect
+// tissue with an mpp per image.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
 
+#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "grade/error.hpp"
 #include "grade/tissue.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -87,4 +93,50 @@ TEST_CASE("tissue: clear errors") {
   CHECK_THROWS_AS(grade::detect_tissue(grade::make_view(cv::Mat(10, 10, CV_8UC3, cv::Scalar::all(0)), 8.0),
                                        {.min_region_um2 = -1.0}),
                   grade::Error);
+}
+
+TEST_CASE("grade-inspect tissue: one mask and one row per image, each image at its own mpp (--mpp-csv)") {
+  namespace test = grade::test;
+  test::TempDir dir("grade-tissue-cli");
+  const Scene s = scene();
+  cv::Mat bgr;
+  cv::cvtColor(s.rgb, bgr, cv::COLOR_RGB2BGR);
+  REQUIRE(cv::imwrite((dir / "a.png").string(), bgr));
+  REQUIRE(cv::imwrite((dir / "b.png").string(), bgr));
+  std::ofstream(dir / "mpp.csv") << "image,mpp\na.png,8\nb,16\n";  // by file name and by stem
+  const auto out = dir / "out";
+  const auto r = test::run(test::quote(test::tool("grade-inspect").string()) + " tissue --mpp-csv " +
+                           test::quote((dir / "mpp.csv").string()) + " --out " + test::quote(out.string()) + " " +
+                           test::quote((dir / "a.png").string()) + " " + test::quote((dir / "b.png").string()));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  std::ifstream csv(out / "tissue.csv");
+  std::string line;
+  std::getline(csv, line);
+  CHECK(line == "image,tissue_area_mm2,mask_mpp,mask_width,mask_height,downsample");
+  std::map<std::string, double> area;
+  while (std::getline(csv, line)) {
+    std::stringstream ss(line);
+    std::string name, a;
+    std::getline(ss, name, ',');
+    std::getline(ss, a, ',');
+    area[name] = std::stod(a);
+  }
+  REQUIRE(area.size() == 2);
+  const double truth_mm2 = cv::countNonZero(s.truth) * 64.0 / 1e6;
+  CHECK(area["a"] == doctest::Approx(truth_mm2).epsilon(0.03));
+  CHECK(area["b"] == doctest::Approx(4.0 * area["a"]).epsilon(0.01));  // twice the mpp: four times the area
+  const cv::Mat mask = cv::imread((out / "a.tissue.png").string(), cv::IMREAD_UNCHANGED);
+  REQUIRE(!mask.empty());
+  const cv::Mat direct = grade::detect_tissue(grade::make_view(s.rgb, 8.0)).mask;
+  REQUIRE(mask.size() == direct.size());
+  CHECK(cv::countNonZero(mask != direct) == 0);
+  // An image the CSV does not name, and no --mpp: an error naming it; the others are still written.
+  REQUIRE(cv::imwrite((dir / "c.png").string(), bgr));
+  const auto out2 = dir / "out2";
+  const auto partial = test::run(test::quote(test::tool("grade-inspect").string()) + " tissue --mpp-csv " +
+                                 test::quote((dir / "mpp.csv").string()) + " --out " + test::quote(out2.string()) + " " +
+                                 test::quote((dir / "a.png").string()) + " " + test::quote((dir / "c.png").string()));
+  CHECK(partial.exit_code != 0);
+  CHECK(partial.output.find("c.png") != std::string::npos);
+  CHECK(std::filesystem::exists(out2 / "a.tissue.png"));
 }

@@ -52,11 +52,25 @@ const detail::NetPool& net_pool() {
 // three (foreground, distance, spindle), or five with the offset maps (horizontal, vertical; 0..1 for -1..1).
 // The input blob is filled in place (one pass: mirror padding, uint8 -> float, planar) and kept per thread, so a tile
 // costs no large allocation or extra copy besides the network's own (fresh multi-megabyte buffers cost page faults).
-std::vector<cv::Mat> predict(const cv::Mat& rgb, int tile, int margin) {
+//
+// With flips > 1 the network also sees the tile mirrored (left-right, up-down, both) and, with 8, transposed, and the
+// logits are averaged after each copy's outputs are turned back: planes mirrored and transposed back, and the offset
+// maps' sign and axis restored (a left-right mirror negates the horizontal offset; a transpose swaps the two maps).
+std::vector<cv::Mat> predict(const cv::Mat& rgb, int tile, int margin, int flips) {
   std::vector<cv::Mat> maps;
   const detail::NetPool::Lease lease(net_pool());
   cv::dnn::Net& net = *lease.net;
-  thread_local cv::Mat blob, logit;
+  thread_local cv::Mat blob, logit, copy, sum;
+  auto run = [&net](const cv::Mat& in) {
+    try {
+      net.setInput(in);
+      return net.forward();
+    } catch (const cv::Exception& e) {
+      throw Error(ErrorCode::model, std::string("nuclei: the segmentation network failed: ") + e.what());
+    }
+  };
+  // A 1 x C x H x W blob's plane c (a header, no copy).
+  auto plane = [](const cv::Mat& b, int c) { return cv::Mat(b.size[2], b.size[3], CV_32F, const_cast<float*>(b.ptr<float>(0, c))); };
   for (int ty = 0; ty < rgb.rows; ty += tile) {
     for (int tx = 0; tx < rgb.cols; tx += tile) {
       const int cw = std::min(tile, rgb.cols - tx), ch = std::min(tile, rgb.rows - ty);
@@ -81,15 +95,44 @@ std::vector<cv::Mat> predict(const cv::Mat& rgb, int tile, int margin) {
           b[x] = (static_cast<float>(p[2]) - 127.5f) * (1.0f / 255.0f);
         }
       }
-      cv::Mat out;
-      try {
-        net.setInput(blob);
-        out = net.forward();
-      } catch (const cv::Exception& e) {
-        throw Error(ErrorCode::model, std::string("nuclei: the segmentation network failed: ") + e.what());
-      }
+      cv::Mat out = run(blob);
       if (out.dims != 4 || (out.size[1] != 3 && out.size[1] != 5) || out.size[2] != h || out.size[3] != w)
         throw Error(ErrorCode::model, "nuclei: unexpected network output shape");
+      if (flips > 1) {
+        const int nc = out.size[1];
+        out.copyTo(sum);
+        for (int t = 1; t < flips; ++t) {
+          const bool transpose = t >= 4, lr = (t & 1) != 0, ud = (t & 2) != 0;
+          const int ch2 = transpose ? w : h, cw2 = transpose ? h : w;
+          const int cshape[4] = {1, 3, ch2, cw2};
+          copy.create(4, cshape, CV_32F);
+          for (int c = 0; c < 3; ++c) {
+            cv::Mat dst = plane(copy, c);
+            if (transpose) cv::transpose(plane(blob, c), dst);
+            else plane(blob, c).copyTo(dst);
+            if (lr || ud) cv::flip(dst, dst, lr && ud ? -1 : (lr ? 1 : 0));
+          }
+          const cv::Mat o = run(copy);
+          if (o.dims != 4 || o.size[1] != nc || o.size[2] != ch2 || o.size[3] != cw2)
+            throw Error(ErrorCode::model, "nuclei: unexpected network output shape");
+          for (int c = 0; c < nc; ++c) {
+            cv::Mat p = plane(o, c);
+            if (lr || ud) cv::flip(p, p, lr && ud ? -1 : (lr ? 1 : 0));
+            // In the copy's frame a left-right mirror negates the horizontal offset (logit of (offset + 1) / 2), an
+            // up-down one the vertical; the transpose then swaps the two.
+            const bool negate = (c == 3 && lr) || (c == 4 && ud);
+            const int target = transpose && c >= 3 ? 7 - c : c;
+            cv::Mat acc = plane(sum, target);
+            if (transpose) {
+              cv::transpose(p, logit);
+              p = logit;
+            }
+            if (negate) acc -= p;
+            else acc += p;
+          }
+        }
+        sum.convertTo(out, CV_32F, 1.0 / flips);
+      }
       if (maps.empty()) {
         maps.resize(static_cast<std::size_t>(out.size[1]));
         for (auto& m : maps) m.create(rgb.size(), CV_32F);
@@ -266,6 +309,10 @@ struct Accum {
 namespace detail {
 void set_thread_nuclei_model(std::vector<unsigned char> onnx) { t_model_override = std::move(onnx); }
 
+std::vector<cv::Mat> network_maps(const cv::Mat& rgb, const NucleiParams& params) {
+  return predict(rgb, params.tile_px, params.tile_margin_px, params.flips);
+}
+
 // Merges touching instances that are parts of one nucleus, by the offset maps (HoVer-Net's horizontal and vertical
 // maps, Graham et al., Medical Image Analysis 2019): within a nucleus the horizontal offset h runs from -1 to 1 across
 // it, so x = cx + rx * h, and likewise y = cy + ry * v. Lines fitted by least squares over the union of two touching
@@ -393,6 +440,8 @@ NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params) 
   if (!(params.marker_threshold > 0.0 && params.marker_threshold < 1.0))
     throw Error(ErrorCode::invalid_argument,
                 "segment_nuclei: marker_threshold must be in (0, 1), got " + std::to_string(params.marker_threshold));
+  if (params.flips != 1 && params.flips != 2 && params.flips != 4 && params.flips != 8)
+    throw Error(ErrorCode::invalid_argument, "segment_nuclei: flips must be 1, 2, 4 or 8, got " + std::to_string(params.flips));
   if (params.tile_px < 64 || params.tile_px % 8 != 0 || params.tile_margin_px < 0 || params.tile_margin_px % 8 != 0)
     throw Error(ErrorCode::invalid_argument, "segment_nuclei: tile_px must be a multiple of 8 >= 64 and tile_margin_px a "
                                              "multiple of 8 >= 0, got " + std::to_string(params.tile_px) + " and " +
@@ -407,7 +456,7 @@ NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params) 
                       std::max(1, static_cast<int>(std::lround(rgb.rows * scale))));
     cv::resize(rgb, work, ws, 0, 0, scale < 1.0 ? cv::INTER_AREA : cv::INTER_LINEAR);
   }
-  auto maps = predict(work, params.tile_px, params.tile_margin_px);
+  auto maps = predict(work, params.tile_px, params.tile_margin_px, params.flips);
   // A light smoothing of the distance removes single-pixel ripples that would seed extra markers.
   cv::GaussianBlur(maps[1], maps[1], cv::Size(3, 3), 0.8, 0.8, cv::BORDER_REFLECT_101);
   cv::Mat contact;                  // evidence that two nuclei touch (offset networks, contact_weight > 0 only)

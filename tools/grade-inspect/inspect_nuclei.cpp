@@ -31,6 +31,7 @@ class NucleiInspector final : public Inspector {
                                                    " pixels is too large for grade-inspect nuclei (whole-image labels)");
     const ImageView view = slide.read_region(Rect64{0, 0, slide.width(), slide.height()}, 0);
     NucleiParams params;
+    params.flips = options_.flips;
     const NucleiResult r = segment_nuclei(view, params);
     if (r.nuclei.size() > 65535)
       throw Error(ErrorCode::invalid_argument, input.path.string() + ": " + std::to_string(r.nuclei.size()) +

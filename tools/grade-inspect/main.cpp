@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> images;
   double mpp = 0.0;
   std::string mpp_csv, out_dir;
-  int threads = 1;
+  int threads = 1, flips = 1;
 
   po::options_description visible(
       "Usage: grade-inspect STAGE --mpp X --out DIR IMAGE...\n"
@@ -90,7 +90,10 @@ int main(int argc, char** argv) {
       "mpp-csv", po::value<std::string>(&mpp_csv),
       "CSV with columns image,mpp giving each input its own mpp (image = path, file name or stem)")(
       "out", po::value<std::string>(&out_dir), "output directory (created if needed)")(
-      "threads", po::value<int>(&threads)->default_value(1), "worker threads for stages that tile whole slides");
+      "threads", po::value<int>(&threads)->default_value(1), "worker threads for stages that tile whole slides")(
+      "flips", po::value<int>(&flips)->default_value(1),
+      "nuclei: network passes per tile, averaged over mirrored (2, 4) and transposed (8) copies; 4 is more accurate "
+      "and 4 times slower (benchmarks/README.md)");
   po::options_description hidden;
   hidden.add_options()("stage", po::value<std::string>(&stage))("images", po::value<std::vector<std::string>>(&images));
   po::options_description all;
@@ -134,6 +137,14 @@ int main(int argc, char** argv) {
     grade::cli::print_error(kTool, "--threads must be >= 1, got " + std::to_string(threads));
     return 2;
   }
+  if (flips != 1 && flips != 2 && flips != 4 && flips != 8) {
+    grade::cli::print_error(kTool, "--flips must be 1, 2, 4 or 8, got " + std::to_string(flips));
+    return 2;
+  }
+  if (flips != 1 && stage != "nuclei") {
+    grade::cli::print_error(kTool, "--flips applies to the nuclei stage only");
+    return 2;
+  }
   if (mpp < 0.0) {
     grade::cli::print_error(kTool, "--mpp must be > 0, got " + std::to_string(mpp));
     return 2;
@@ -144,7 +155,7 @@ int main(int argc, char** argv) {
   try {
     if (!mpp_csv.empty()) mpp_table = read_mpp_csv(mpp_csv);
     grade::cli::ensure_directory(out_dir);
-    inspector = factory->second(grade::inspect::Options{out_dir, threads});
+    inspector = factory->second(grade::inspect::Options{out_dir, threads, flips});
   } catch (const std::exception& e) {
     grade::cli::print_error(kTool, e.what());
     return 2;

@@ -13,6 +13,7 @@ namespace grade::inspect {
 struct Options {
   std::filesystem::path out_dir;  // exists when an Inspector is made
   int threads = 1;
+  int flips = 1;  // nuclei: NucleiParams::flips
 };
 
 struct Input {

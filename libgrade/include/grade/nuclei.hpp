@@ -75,6 +75,10 @@ struct NucleiParams {
   // 0.001; 0 px loses 0.014), and 16 px would cost 3 % more network time per 1024 px tile.
   int tile_px = 1024;
   int tile_margin_px = 8;
+  // Test-time augmentation: the network also runs on mirrored (2: left-right; 4: and up-down, and both) or, with 8,
+  // also transposed copies of each tile, and its outputs are averaged (the offset maps turned back with the copy).
+  // Costs that many network passes; 1 (the default) runs it once.
+  int flips = 1;
 };
 
 struct Nucleus {
@@ -111,6 +115,10 @@ void set_thread_nuclei_model(std::vector<unsigned char> onnx);
 // Merges touching instances of `labels` (CV_32S) that the offset maps `h`, `v` (CV_32F, 0..1 for -1..1, as the
 // network gives them) show to be parts of one nucleus (score below `tolerance`; see nuclei.cpp). Exposed for tests.
 void merge_by_offsets(cv::Mat& labels, const cv::Mat& h, const cv::Mat& v, double tolerance);
+// The network's probability maps for an RGB image (CV_8UC3) already at the working scale: foreground, distance,
+// spindle and, for the embedded network, the horizontal and vertical offsets (0..1 for -1..1); params.flips,
+// tile_px and tile_margin_px apply. Exposed for tests.
+std::vector<cv::Mat> network_maps(const cv::Mat& rgb, const NucleiParams& params = {});
 }  // namespace detail
 
 }  // namespace grade

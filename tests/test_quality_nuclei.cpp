@@ -19,8 +19,11 @@ namespace {
 // Measured on these subsets (benchmarks/README.md, "nuclei" section).
 constexpr double MONUSEG_AJI = 0.529, MONUSEG_F1 = 0.678, CPM15_AJI = 0.573, CPM15_F1 = 0.660, CONSEP_AJI = 0.454,
                  CONSEP_SPINDLE_F1 = 0.418;
+// The same with four network passes per tile (NucleiParams::flips = 4).
+constexpr double FLIPS4_MONUSEG_AJI = 0.537, FLIPS4_MONUSEG_F1 = 0.690, FLIPS4_CPM15_AJI = 0.587,
+                 FLIPS4_CPM15_F1 = 0.688, FLIPS4_CONSEP_AJI = 0.459, FLIPS4_CONSEP_SPINDLE_F1 = 0.451;
 
-grade::detail::NucleiMetrics score(const std::string& dataset, const std::set<std::string>& names) {
+grade::detail::NucleiMetrics score(const std::string& dataset, const std::set<std::string>& names, int flips = 1) {
   const auto root = grade::test::shared_data_or_skip("nuclei quality needs ../shared/data/nuclei") / "nuclei";
   grade::detail::NucleiEvalSums total;
   int n = 0;
@@ -29,7 +32,7 @@ grade::detail::NucleiMetrics score(const std::string& dataset, const std::set<st
     cv::Mat rgb;
     cv::cvtColor(cv::imread(s.image_path, cv::IMREAD_COLOR), rgb, cv::COLOR_BGR2RGB);
     const cv::Mat gt = cv::imread(s.label_path, cv::IMREAD_UNCHANGED);
-    const auto r = grade::segment_nuclei(grade::make_view(rgb, s.mpp));
+    const auto r = grade::segment_nuclei(grade::make_view(rgb, s.mpp), {.flips = flips});
     std::set<int> sp;
     for (const auto& nu : r.nuclei)
       if (nu.spindle) sp.insert(nu.id);
@@ -38,27 +41,17 @@ grade::detail::NucleiMetrics score(const std::string& dataset, const std::set<st
   }
   REQUIRE(n == static_cast<int>(names.size()));
   const auto m = grade::detail::nuclei_metrics(total);
-  MESSAGE(dataset << ": AJI " << m.aji << " Dice " << m.dice << " F1 " << m.f1 << " PQ " << m.pq << " spindle F1 "
+  MESSAGE(dataset << " (flips " << flips << "): AJI " << m.aji << " Dice " << m.dice << " F1 " << m.f1 << " PQ " << m.pq << " spindle F1 "
                   << m.sp_f1);
   return m;
 }
 
-}  // namespace
+const std::set<std::string> kMonuseg = {"TCGA-21-5784-01Z-00-DX1", "TCGA-50-5931-01Z-00-DX1",
+                                         "TCGA-AR-A1AK-01Z-00-DX1", "TCGA-AR-A1AS-01Z-00-DX1",
+                                         "TCGA-B0-5710-01Z-00-DX1", "TCGA-E2-A1B5-01Z-00-DX1"};
+const std::set<std::string> kCpm15 = {"image01", "image02", "image03", "image08", "image09", "image14", "image15"};
 
-TEST_CASE("monuseg held-out images") {
-  const auto m = score("monuseg", {"TCGA-21-5784-01Z-00-DX1", "TCGA-50-5931-01Z-00-DX1", "TCGA-AR-A1AK-01Z-00-DX1",
-                                   "TCGA-AR-A1AS-01Z-00-DX1", "TCGA-B0-5710-01Z-00-DX1", "TCGA-E2-A1B5-01Z-00-DX1"});
-  CHECK(m.aji >= MONUSEG_AJI - 0.02);
-  CHECK(m.f1 >= MONUSEG_F1 - 0.02);
-}
-
-TEST_CASE("cpm15 held-out images") {
-  const auto m = score("cpm15", {"image01", "image02", "image03", "image08", "image09", "image14", "image15"});
-  CHECK(m.aji >= CPM15_AJI - 0.02);
-  CHECK(m.f1 >= CPM15_F1 - 0.02);
-}
-
-TEST_CASE("consep held-out tiles (the 192 tiles of 12 source images)") {
+std::set<std::string> consep_names() {
   std::set<std::string> names;
   for (const std::string src : {"train_4", "train_5", "train_6", "train_7", "train_14", "train_15", "train_16",
                                 "train_17", "train_20", "train_21", "train_22", "train_23"})
@@ -67,7 +60,37 @@ TEST_CASE("consep held-out tiles (the 192 tiles of 12 source images)") {
       std::snprintf(buf, sizeof buf, "%s_%03d", src.c_str(), i);
       names.insert(buf);
     }
-  const auto m = score("consep", names);
+  return names;
+}
+
+}  // namespace
+
+TEST_CASE("monuseg held-out images") {
+  const auto m = score("monuseg", kMonuseg);
+  CHECK(m.aji >= MONUSEG_AJI - 0.02);
+  CHECK(m.f1 >= MONUSEG_F1 - 0.02);
+}
+
+TEST_CASE("cpm15 held-out images") {
+  const auto m = score("cpm15", kCpm15);
+  CHECK(m.aji >= CPM15_AJI - 0.02);
+  CHECK(m.f1 >= CPM15_F1 - 0.02);
+}
+
+TEST_CASE("consep held-out tiles (the 192 tiles of 12 source images)") {
+  const auto m = score("consep", consep_names());
   CHECK(m.aji >= CONSEP_AJI - 0.02);
   CHECK(m.sp_f1 >= CONSEP_SPINDLE_F1 - 0.02);
+}
+
+TEST_CASE("held-out images with test-time flips (4 network passes)") {
+  const auto mo = score("monuseg", kMonuseg, 4);
+  CHECK(mo.aji >= FLIPS4_MONUSEG_AJI - 0.02);
+  CHECK(mo.f1 >= FLIPS4_MONUSEG_F1 - 0.02);
+  const auto cp = score("cpm15", kCpm15, 4);
+  CHECK(cp.aji >= FLIPS4_CPM15_AJI - 0.02);
+  CHECK(cp.f1 >= FLIPS4_CPM15_F1 - 0.02);
+  const auto co = score("consep", consep_names(), 4);
+  CHECK(co.aji >= FLIPS4_CONSEP_AJI - 0.02);
+  CHECK(co.sp_f1 >= FLIPS4_CONSEP_SPINDLE_F1 - 0.02);
 }

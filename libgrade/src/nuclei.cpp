@@ -48,19 +48,62 @@ const detail::NetPool& net_pool() {
   return *custom;
 }
 
+// A 1 x C x H x W blob's plane c (a header on its data, no copy).
+cv::Mat plane(const cv::Mat& blob, int c) {
+  return cv::Mat(blob.size[2], blob.size[3], CV_32F, const_cast<float*>(blob.ptr<float>(0, c)));
+}
+
+// Test-time flips: the network's logits for `blob` (`first`, already computed) averaged with those of flips - 1
+// copies of it: mirrored left-right, up-down, both, then (flips = 8) the same of its transpose. Each copy's outputs
+// are turned back before they are added: planes mirrored and transposed back, and the offset maps' sign and axis
+// restored (in the copy's frame a left-right mirror negates the horizontal offset, whose logit is that of
+// (offset + 1) / 2, and an up-down one the vertical; a transpose then swaps the two maps).
+template <class Run>
+cv::Mat average_flips(const Run& run, const cv::Mat& blob, const cv::Mat& first, int flips) {
+  thread_local cv::Mat copy, sum, turned;
+  const int h = blob.size[2], w = blob.size[3], nc = first.size[1];
+  first.copyTo(sum);
+  for (int t = 1; t < flips; ++t) {
+    const bool transpose = t >= 4, lr = (t & 1) != 0, ud = (t & 2) != 0;
+    const int flip_code = lr && ud ? -1 : (lr ? 1 : 0);
+    const int th = transpose ? w : h, tw = transpose ? h : w;
+    const int shape[4] = {1, 3, th, tw};
+    copy.create(4, shape, CV_32F);
+    for (int c = 0; c < 3; ++c) {
+      cv::Mat dst = plane(copy, c);
+      if (transpose) cv::transpose(plane(blob, c), dst);
+      else plane(blob, c).copyTo(dst);
+      if (lr || ud) cv::flip(dst, dst, flip_code);
+    }
+    const cv::Mat out = run(copy);
+    if (out.dims != 4 || out.size[1] != nc || out.size[2] != th || out.size[3] != tw)
+      throw Error(ErrorCode::model, "nuclei: unexpected network output shape");
+    for (int c = 0; c < nc; ++c) {
+      cv::Mat p = plane(out, c);
+      if (lr || ud) cv::flip(p, p, flip_code);
+      if (transpose) {
+        cv::transpose(p, turned);
+        p = turned;
+      }
+      cv::Mat acc = plane(sum, transpose && c >= 3 ? 7 - c : c);
+      if ((c == 3 && lr) || (c == 4 && ud)) acc -= p;
+      else acc += p;
+    }
+  }
+  sum *= 1.0 / flips;
+  return sum;  // this thread's buffer: valid until its next call
+}
+
 // Runs the network over `rgb` (at working mpp) in fixed tiles, returning its CV_32F probability maps at that size:
 // three (foreground, distance, spindle), or five with the offset maps (horizontal, vertical; 0..1 for -1..1).
 // The input blob is filled in place (one pass: mirror padding, uint8 -> float, planar) and kept per thread, so a tile
 // costs no large allocation or extra copy besides the network's own (fresh multi-megabyte buffers cost page faults).
-//
-// With flips > 1 the network also sees the tile mirrored (left-right, up-down, both) and, with 8, transposed, and the
-// logits are averaged after each copy's outputs are turned back: planes mirrored and transposed back, and the offset
-// maps' sign and axis restored (a left-right mirror negates the horizontal offset; a transpose swaps the two maps).
+// With flips > 1 the network also runs on mirrored and transposed copies of each tile (average_flips).
 std::vector<cv::Mat> predict(const cv::Mat& rgb, int tile, int margin, int flips) {
   std::vector<cv::Mat> maps;
   const detail::NetPool::Lease lease(net_pool());
   cv::dnn::Net& net = *lease.net;
-  thread_local cv::Mat blob, logit, copy, sum;
+  thread_local cv::Mat blob, logit;
   auto run = [&net](const cv::Mat& in) {
     try {
       net.setInput(in);
@@ -69,8 +112,6 @@ std::vector<cv::Mat> predict(const cv::Mat& rgb, int tile, int margin, int flips
       throw Error(ErrorCode::model, std::string("nuclei: the segmentation network failed: ") + e.what());
     }
   };
-  // A 1 x C x H x W blob's plane c (a header, no copy).
-  auto plane = [](const cv::Mat& b, int c) { return cv::Mat(b.size[2], b.size[3], CV_32F, const_cast<float*>(b.ptr<float>(0, c))); };
   for (int ty = 0; ty < rgb.rows; ty += tile) {
     for (int tx = 0; tx < rgb.cols; tx += tile) {
       const int cw = std::min(tile, rgb.cols - tx), ch = std::min(tile, rgb.rows - ty);
@@ -98,41 +139,7 @@ std::vector<cv::Mat> predict(const cv::Mat& rgb, int tile, int margin, int flips
       cv::Mat out = run(blob);
       if (out.dims != 4 || (out.size[1] != 3 && out.size[1] != 5) || out.size[2] != h || out.size[3] != w)
         throw Error(ErrorCode::model, "nuclei: unexpected network output shape");
-      if (flips > 1) {
-        const int nc = out.size[1];
-        out.copyTo(sum);
-        for (int t = 1; t < flips; ++t) {
-          const bool transpose = t >= 4, lr = (t & 1) != 0, ud = (t & 2) != 0;
-          const int ch2 = transpose ? w : h, cw2 = transpose ? h : w;
-          const int cshape[4] = {1, 3, ch2, cw2};
-          copy.create(4, cshape, CV_32F);
-          for (int c = 0; c < 3; ++c) {
-            cv::Mat dst = plane(copy, c);
-            if (transpose) cv::transpose(plane(blob, c), dst);
-            else plane(blob, c).copyTo(dst);
-            if (lr || ud) cv::flip(dst, dst, lr && ud ? -1 : (lr ? 1 : 0));
-          }
-          const cv::Mat o = run(copy);
-          if (o.dims != 4 || o.size[1] != nc || o.size[2] != ch2 || o.size[3] != cw2)
-            throw Error(ErrorCode::model, "nuclei: unexpected network output shape");
-          for (int c = 0; c < nc; ++c) {
-            cv::Mat p = plane(o, c);
-            if (lr || ud) cv::flip(p, p, lr && ud ? -1 : (lr ? 1 : 0));
-            // In the copy's frame a left-right mirror negates the horizontal offset (logit of (offset + 1) / 2), an
-            // up-down one the vertical; the transpose then swaps the two.
-            const bool negate = (c == 3 && lr) || (c == 4 && ud);
-            const int target = transpose && c >= 3 ? 7 - c : c;
-            cv::Mat acc = plane(sum, target);
-            if (transpose) {
-              cv::transpose(p, logit);
-              p = logit;
-            }
-            if (negate) acc -= p;
-            else acc += p;
-          }
-        }
-        sum.convertTo(out, CV_32F, 1.0 / flips);
-      }
+      if (flips > 1) out = average_flips(run, blob, out, flips);
       if (maps.empty()) {
         maps.resize(static_cast<std::size_t>(out.size[1]));
         for (auto& m : maps) m.create(rgb.size(), CV_32F);
@@ -141,9 +148,8 @@ std::vector<cv::Mat> predict(const cv::Mat& rgb, int tile, int margin, int flips
       }
       // Sigmoid of the core, vectorised: 1 / (1 + exp(-logit)).
       for (int c = 0; c < out.size[1]; ++c) {
-        const cv::Mat plane(h, w, CV_32F, out.ptr<float>(0, c));
         cv::Mat dst = maps[static_cast<std::size_t>(c)](cv::Rect(tx, ty, cw, ch));
-        cv::multiply(plane(cv::Rect(margin, margin, cw, ch)), -1.0, logit);
+        cv::multiply(plane(out, c)(cv::Rect(margin, margin, cw, ch)), -1.0, logit);
         cv::exp(logit, logit);
         logit += 1.0;
         cv::divide(1.0, logit, dst);

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "cli.hpp"
+#include "grade/allocator.hpp"
 #include "grade/error.hpp"
 #include "grade/slide.hpp"
 #include "stages.hpp"
@@ -150,6 +151,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  grade::tune_allocator();  // freed tile buffers kept for the next tile (grade/allocator.hpp)
   std::unique_ptr<grade::inspect::Inspector> inspector;
   std::map<std::string, double> mpp_table;
   try {

@@ -7,10 +7,11 @@ namespace grade {
 // no-op returning false elsewhere). Each tile allocates tens of megabytes of short-lived maps (network outputs,
 // labels, stain densities); by default glibc's per-thread heaps give that memory back after each tile and the next
 // tile faults it in again, page by page, which cost 15-20 % of segment_nuclei's CPU time in worker threads
-// (bench_nuclei_speed: ~260 000 page faults against ~140 000 for the same run with this set; benchmarks/README.md).
+// (bench_nuclei_speed, 3 repetitions: 242 000 page faults, 116 000 with this set; benchmarks/README.md).
 // Sets M_MMAP_THRESHOLD to 32 MiB (blocks up to that size come from the heaps, not from fresh mappings) and
-// M_TOP_PAD to 64 MiB (a heap keeps that much free memory when it shrinks). Peak memory is unchanged in that
-// benchmark; memory freed after a peak may stay with the process. Call it once, early, before starting threads.
+// M_TOP_PAD to 64 MiB (a heap keeps that much free memory when it shrinks). Memory freed after a tile stays with the
+// process: grade-slide's peak RSS with two worker threads grew by 70-140 MB (one thread: unchanged). Call it once,
+// early, before starting threads.
 bool tune_allocator();
 
 }  // namespace grade

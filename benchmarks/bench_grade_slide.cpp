@@ -123,11 +123,11 @@ double libgrade_read_seconds(const fs::path& slide, const std::vector<grade::Rec
 // Child mode: grade, write outputs, print one line "wall tiles_s rss_mb tiles megapixels grade count necrosis".
 int child(const fs::path& slide, int threads, const fs::path& out, bool default_malloc) {
   const auto t0 = Clock::now();
-  if (!default_malloc) grade::tune_allocator();  // as grade-slide does (use_tile_threads_only)
+  if (!default_malloc) grade::tune_allocator();  // as grade-slide does (set_up_tile_workers)
   grade::GradeParams p;
   p.differentiation = 2;
   p.threads = threads;
-  cv::setNumThreads(1);  // as grade-slide does (tools/common/cli.hpp, use_tile_threads_only): N threads = N cores
+  cv::setNumThreads(1);  // as grade-slide does (tools/common/cli.hpp, set_up_tile_workers): N threads = N cores
   const grade::Slide s = grade::Slide::open(slide);
   const grade::SlideReport r = grade::grade_slide(s, p);
   const double grade_s = seconds_since(t0);

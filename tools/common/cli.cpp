@@ -86,7 +86,7 @@ void print_error(const std::string& tool, const std::string& message) {
   std::cerr << tool << ": error: " << message << "\n";
 }
 
-void use_tile_threads_only() {
+void set_up_tile_workers() {
   cv::setNumThreads(1);
   grade::tune_allocator();
 }

@@ -39,7 +39,7 @@ std::string apply_nuclei_option(const std::string& mode, NucleiSampling& samplin
 // stage's convolutions spread over every core on top of the workers, and --threads 1 used ~1.3 cores (measured:
 // 36 CPU-s in 28 s wall on a 20k x 20k slide). With it, --threads N means N cores; all cores (the default) is as fast.
 // Also keeps freed tile buffers in the process (grade::tune_allocator, grade/allocator.hpp).
-void use_tile_threads_only();
+void set_up_tile_workers();
 
 // Prints "<tool>: error: <message>" to stderr.
 void print_error(const std::string& tool, const std::string& message);

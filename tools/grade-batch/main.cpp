@@ -280,7 +280,7 @@ int main(int argc, char** argv) {
       !err.empty())
     return usage(err);
   base.threads = threads;
-  grade::cli::use_tile_threads_only();
+  grade::cli::set_up_tile_workers();
 
   grade::batch::Manifest manifest;
   try {

@@ -221,7 +221,7 @@ int main(int argc, char** argv) {
   if (mitosis_threshold >= 0.0) params.mitosis.threshold = mitosis_threshold;
   params.threads = threads;
   params.mpp_override = mpp;
-  grade::cli::use_tile_threads_only();
+  grade::cli::set_up_tile_workers();
 
   if (out_dir.empty()) out_dir = fs::path(slide_path).filename().string() + ".grade";
 

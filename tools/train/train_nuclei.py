@@ -209,6 +209,26 @@ def load_unlabelled(amibr_dir, side):
     return out
 
 
+def flipped_mean(model, x, flips):
+    """The model's logits averaged over `flips` (1, 2 or 4) mirrored copies of x, as segment_nuclei's test-time flips
+    do (libgrade/src/nuclei.cpp): each copy's outputs mirrored back, a left-right mirror negating the horizontal
+    offset, an up-down one the vertical."""
+    total = None
+    for t in range(flips):
+        dims = [d for d, on in ((3, t & 1), (2, t & 2)) if on]
+        o = model(torch.flip(x, dims) if dims else x)
+        if dims:
+            o = torch.flip(o, dims)
+            if o.shape[1] > 3:
+                o = o.clone()
+                if t & 1:
+                    o[:, 3] = -o[:, 3]
+                if t & 2:
+                    o[:, 4] = -o[:, 4]
+        total = o if total is None else total + o
+    return total / flips
+
+
 def distill_loss(out, ref):
     """The student's outputs against the teacher's (probabilities): foreground and distance everywhere, spindle where
     the teacher sees a nucleus."""
@@ -244,6 +264,8 @@ def main():
     ap.add_argument("--teacher", help="distillation: a trained network's state dict (.pt) whose outputs the network "
                     "also learns, on the training crops and on --unlabelled crops")
     ap.add_argument("--distill-weight", type=float, default=1.0)
+    ap.add_argument("--teacher-flips", type=int, default=1, choices=(1, 2, 4),
+                    help="the teacher's outputs averaged over this many mirrored copies (segment_nuclei's flips)")
     ap.add_argument("--contact-weight", type=float, default=0.0,
                     help="extra loss weight of the pixels where nuclei touch (foreground and distance)")
     ap.add_argument("--hv-weight", type=float, default=0.0,
@@ -316,12 +338,12 @@ def main():
         loss = loss_fn(out, y, t, a.contact_weight, a.hv_weight)
         if teacher is not None:
             with torch.no_grad():
-                ref = teacher(x)
+                ref = flipped_mean(teacher, x, a.teacher_flips)
             loss = loss + a.distill_weight * distill_loss(out, ref)
             if extra:
                 xu = crops(extra, rng, 2 * a.batch, 64)[0]
                 with torch.no_grad():
-                    ref_u = teacher(xu)
+                    ref_u = flipped_mean(teacher, xu, a.teacher_flips)
                 loss = loss + a.distill_weight * distill_loss(model(xu), ref_u)
         opt.zero_grad()
         loss.backward()

@@ -4,6 +4,7 @@
 #include <iostream>
 
 int main() {
+  grade::tune_allocator();  // public, linkable (its result depends on the C library)
   grade::FnclccInput in;
   in.differentiation = 2;
   in.mitotic_count = 12;

@@ -10,8 +10,8 @@ namespace grade {
 // (bench_nuclei_speed, 3 repetitions: 242 000 page faults, 116 000 with this set; benchmarks/README.md).
 // Sets M_MMAP_THRESHOLD to 32 MiB (blocks up to that size come from the heaps, not from fresh mappings) and
 // M_TOP_PAD to 64 MiB (a heap keeps that much free memory when it shrinks). Memory freed after a tile stays with the
-// process: grade-slide's peak RSS with two worker threads grew by 70-140 MB (one thread: unchanged). Call it once,
-// early, before starting threads.
+// process: grade-slide's peak RSS with two worker threads grew by ~80 MB (70-150 MB; one thread: unchanged).
+// Call it once, early, before starting threads.
 bool tune_allocator();
 
 }  // namespace grade

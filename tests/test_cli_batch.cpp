@@ -33,53 +33,6 @@ void write_text(const fs::path& p, const std::string& text) {
   out << text;
 }
 
-// summary.csv rows as maps column -> value (simple split: the test's values hold no quotes except error messages,
-// which are compared whole only through the raw text).
-std::vector<std::map<std::string, std::string>> read_summary(const fs::path& p) {
-  std::istringstream in(read_text(p));
-  std::string line;
-  std::vector<std::string> header;
-  std::vector<std::map<std::string, std::string>> rows;
-  auto split = [](const std::string& s) {
-    std::vector<std::string> f;
-    std::string cur;
-    bool q = false;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-      const char c = s[i];
-      if (q) {
-        if (c == '"' && i + 1 < s.size() && s[i + 1] == '"') {
-          cur += '"';
-          ++i;
-        } else if (c == '"') {
-          q = false;
-        } else {
-          cur += c;
-        }
-      } else if (c == '"') {
-        q = true;
-      } else if (c == ',') {
-        f.push_back(cur);
-        cur.clear();
-      } else {
-        cur += c;
-      }
-    }
-    f.push_back(cur);
-    return f;
-  };
-  while (std::getline(in, line)) {
-    if (header.empty()) {
-      header = split(line);
-      continue;
-    }
-    const auto f = split(line);
-    std::map<std::string, std::string> row;
-    for (std::size_t i = 0; i < header.size() && i < f.size(); ++i) row[header[i]] = f[i];
-    rows.push_back(row);
-  }
-  return rows;
-}
-
 // "<prefix><i><suffix>" (written out to dodge a GCC 12 -Wrestrict false positive on "literal" + std::string).
 std::string name(const char* prefix, int i, const char* suffix = "") {
   std::ostringstream s;
@@ -162,7 +115,7 @@ TEST_CASE("shards are disjoint and cover the manifest; failing slides get error 
     CHECK(r.exit_code == 1);
     const fs::path summary = t / "out" / name("summary.", k, "-of-3.csv");
     REQUIRE(fs::exists(summary));
-    const auto rows = read_summary(summary);
+    const auto rows = grade::test::read_csv(summary);
     for (const auto& row : rows) {
       CHECK(row.at("status") == "error");
       CHECK(row.at("error_code") == "file_not_found");
@@ -177,7 +130,7 @@ TEST_CASE("shards are disjoint and cover the manifest; failing slides get error 
   // Unsharded: every slide, in manifest order.
   const auto r = run(batch(quote((t / "m.csv").string()) + " --out " + quote((t / "out").string()) + " --quiet"));
   CHECK(r.exit_code == 1);
-  const auto rows = read_summary(t / "out" / "summary.csv");
+  const auto rows = grade::test::read_csv(t / "out" / "summary.csv");
   REQUIRE(rows.size() == 11);
   for (int i = 0; i < 11; ++i) CHECK(rows[static_cast<std::size_t>(i)].at("id") == name("slide", i));
 }
@@ -194,7 +147,7 @@ TEST_CASE("corrupt and unopenable slides give error rows while the others are gr
   const auto r = run(batch(quote((t / "m.csv").string()) + " --out " + quote((t / "out").string()) +
                            " --threads 2 --nuclei none"));
   CHECK(r.exit_code == 1);
-  const auto rows = read_summary(t / "out" / "summary.csv");
+  const auto rows = grade::test::read_csv(t / "out" / "summary.csv");
   REQUIRE(rows.size() == 4);
   std::map<std::string, std::map<std::string, std::string>> by_id;
   for (const auto& row : rows) by_id[row.at("id")] = row;
@@ -280,7 +233,7 @@ TEST_CASE("kill -9 in the middle of a batch, then --resume, gives the uninterrup
                                  " --threads 2 --nuclei none --resume"));
   CHECK(changed.exit_code == 0);
   CHECK(changed.output.find("other settings") != std::string::npos);
-  const auto rows = read_summary(out / "summary.csv");
+  const auto rows = grade::test::read_csv(out / "summary.csv");
   REQUIRE(rows.size() == 4);
   CHECK(rows[0].at("differentiation") == "3");
 }

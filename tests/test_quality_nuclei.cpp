@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <map>
+#include <vector>
 #include <set>
 #include <string>
 
@@ -23,20 +25,37 @@ constexpr double MONUSEG_AJI = 0.529, MONUSEG_F1 = 0.678, CPM15_AJI = 0.573, CPM
 constexpr double FLIPS4_MONUSEG_AJI = 0.537, FLIPS4_MONUSEG_F1 = 0.690, FLIPS4_CPM15_AJI = 0.587,
                  FLIPS4_CPM15_F1 = 0.688, FLIPS4_CONSEP_AJI = 0.459, FLIPS4_CONSEP_SPINDLE_F1 = 0.451;
 
+// A held-out image, decoded once for every test case that scores it (one pass and four).
+struct Loaded {
+  cv::Mat rgb, gt;
+  double mpp;
+  std::set<int> gt_spindle;
+};
+
+const std::vector<Loaded>& load(const std::string& dataset, const std::set<std::string>& names) {
+  static std::map<std::string, std::vector<Loaded>> cache;
+  auto [it, fresh] = cache.try_emplace(dataset);
+  if (fresh) {
+    const auto root = grade::test::shared_data_or_skip("nuclei quality needs ../shared/data/nuclei") / "nuclei";
+    for (const auto& s : grade::detail::nuclei_dataset(root.string(), dataset)) {
+      if (!names.count(s.name)) continue;
+      Loaded l{{}, cv::imread(s.label_path, cv::IMREAD_UNCHANGED), s.mpp, s.gt_spindle};
+      cv::cvtColor(cv::imread(s.image_path, cv::IMREAD_COLOR), l.rgb, cv::COLOR_BGR2RGB);
+      it->second.push_back(std::move(l));
+    }
+  }
+  return it->second;
+}
+
 grade::detail::NucleiMetrics score(const std::string& dataset, const std::set<std::string>& names, int flips = 1) {
-  const auto root = grade::test::shared_data_or_skip("nuclei quality needs ../shared/data/nuclei") / "nuclei";
   grade::detail::NucleiEvalSums total;
   int n = 0;
-  for (const auto& s : grade::detail::nuclei_dataset(root.string(), dataset)) {
-    if (!names.count(s.name)) continue;
-    cv::Mat rgb;
-    cv::cvtColor(cv::imread(s.image_path, cv::IMREAD_COLOR), rgb, cv::COLOR_BGR2RGB);
-    const cv::Mat gt = cv::imread(s.label_path, cv::IMREAD_UNCHANGED);
-    const auto r = grade::segment_nuclei(grade::make_view(rgb, s.mpp), {.flips = flips});
+  for (const Loaded& l : load(dataset, names)) {
+    const auto r = grade::segment_nuclei(grade::make_view(l.rgb, l.mpp), {.flips = flips});
     std::set<int> sp;
     for (const auto& nu : r.nuclei)
       if (nu.spindle) sp.insert(nu.id);
-    total += grade::detail::nuclei_image_sums(gt, r.labels, s.gt_spindle, sp);
+    total += grade::detail::nuclei_image_sums(l.gt, r.labels, l.gt_spindle, sp);
     ++n;
   }
   REQUIRE(n == static_cast<int>(names.size()));

@@ -73,6 +73,51 @@ std::string slurp(const fs::path& path) {
   return s.str();
 }
 
+std::vector<std::map<std::string, std::string>> read_csv(const fs::path& path) {
+  auto split = [](const std::string& s) {
+    std::vector<std::string> f;
+    std::string cur;
+    bool q = false;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      const char c = s[i];
+      if (q) {
+        if (c == '"' && i + 1 < s.size() && s[i + 1] == '"') {
+          cur += '"';
+          ++i;
+        } else if (c == '"') {
+          q = false;
+        } else {
+          cur += c;
+        }
+      } else if (c == '"') {
+        q = true;
+      } else if (c == ',') {
+        f.push_back(cur);
+        cur.clear();
+      } else {
+        cur += c;
+      }
+    }
+    f.push_back(cur);
+    return f;
+  };
+  std::istringstream in(slurp(path));
+  std::string line;
+  std::vector<std::string> header;
+  std::vector<std::map<std::string, std::string>> rows;
+  while (std::getline(in, line)) {
+    if (header.empty()) {
+      header = split(line);
+      continue;
+    }
+    const auto f = split(line);
+    std::map<std::string, std::string> row;
+    for (std::size_t i = 0; i < header.size() && i < f.size(); ++i) row[header[i]] = f[i];
+    rows.push_back(row);
+  }
+  return rows;
+}
+
 nlohmann::json read_json(const fs::path& path) {
   std::ifstream in(path);
   if (!in.good()) throw std::runtime_error(path.string() + ": cannot open");

@@ -1,7 +1,9 @@
 #pragma once
 // Shared helpers for the test programs.
 #include <filesystem>
+#include <map>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -38,6 +40,9 @@ CommandResult run(const std::string& command_line);
 
 // The whole file as bytes ("" when it cannot be read).
 std::string slurp(const std::filesystem::path& path);
+// A CSV file with a header row, as rows of column -> value (fields may be quoted, with "" for a quote; no line breaks
+// inside fields). Empty when the file cannot be read.
+std::vector<std::map<std::string, std::string>> read_csv(const std::filesystem::path& path);
 // The file parsed as JSON; throws (failing the test case) when it cannot be opened or parsed.
 nlohmann::json read_json(const std::filesystem::path& path);
 

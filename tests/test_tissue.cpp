@@ -5,7 +5,6 @@
 #include <cmath>
 #include <fstream>
 #include <map>
-#include <sstream>
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -109,18 +108,10 @@ TEST_CASE("grade-inspect tissue: one mask and one row per image, each image at i
                            test::quote((dir / "mpp.csv").string()) + " --out " + test::quote(out.string()) + " " +
                            test::quote((dir / "a.png").string()) + " " + test::quote((dir / "b.png").string()));
   REQUIRE_MESSAGE(r.exit_code == 0, r.output);
-  std::ifstream csv(out / "tissue.csv");
-  std::string line;
-  std::getline(csv, line);
-  CHECK(line == "image,tissue_area_mm2,mask_mpp,mask_width,mask_height,downsample");
+  CHECK(test::slurp(out / "tissue.csv").rfind("image,tissue_area_mm2,mask_mpp,mask_width,mask_height,downsample\n", 0) ==
+        0);
   std::map<std::string, double> area;
-  while (std::getline(csv, line)) {
-    std::stringstream ss(line);
-    std::string name, a;
-    std::getline(ss, name, ',');
-    std::getline(ss, a, ',');
-    area[name] = std::stod(a);
-  }
+  for (const auto& row : test::read_csv(out / "tissue.csv")) area[row.at("image")] = std::stod(row.at("tissue_area_mm2"));
   REQUIRE(area.size() == 2);
   const double truth_mm2 = cv::countNonZero(s.truth) * 64.0 / 1e6;
   CHECK(area["a"] == doctest::Approx(truth_mm2).epsilon(0.03));

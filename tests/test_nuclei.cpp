@@ -285,4 +285,11 @@ TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flip
                                test::quote((dir / "drawn.png").string()));
   CHECK(other.exit_code == 2);
   CHECK(other.output.find("nuclei stage only") != std::string::npos);
+  // A PNG records no resolution: without --mpp the error names the image and both ways to give it, nothing is written.
+  const auto nompp = test::run(inspect + " nuclei --out " + test::quote((dir / "y").string()) + " " +
+                               test::quote((dir / "drawn.png").string()));
+  CHECK(nompp.exit_code == 1);
+  CHECK(nompp.output.find("drawn.png") != std::string::npos);
+  CHECK(nompp.output.find("--mpp-csv") != std::string::npos);
+  CHECK(!std::filesystem::exists(dir / "y" / "nuclei.csv"));
 }

@@ -129,5 +129,6 @@ TEST_CASE("grade-inspect tissue: one mask and one row per image, each image at i
                                  test::quote((dir / "a.png").string()) + " " + test::quote((dir / "c.png").string()));
   CHECK(partial.exit_code != 0);
   CHECK(partial.output.find("c.png") != std::string::npos);
+  CHECK(partial.output.find("mpp.csv does not name this image") != std::string::npos);
   CHECK(std::filesystem::exists(out2 / "a.tissue.png"));
 }

@@ -174,7 +174,11 @@ int main(int argc, char** argv) {
       inspector->process({image, fs::path(image).stem().string(), &slide});
     } catch (const grade::Error& e) {
       ++failed;
-      grade::cli::print_error(kTool, e.what());
+      std::string message = e.what();
+      if (e.code() == grade::ErrorCode::missing_mpp)  // the library's message names --mpp only
+        message += mpp_csv.empty() ? ", or give each image its own with --mpp-csv FILE (columns image,mpp)"
+                                   : "; " + mpp_csv + " does not name this image (by path, file name or stem)";
+      grade::cli::print_error(kTool, message);
     } catch (const std::exception& e) {
       ++failed;
       grade::cli::print_error(kTool, image + ": " + e.what());

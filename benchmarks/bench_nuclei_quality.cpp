@@ -11,6 +11,8 @@
 //              network trained on and leave the held-out ones untouched until the parameters are chosen
 //   --fg T --marker T --merge D --min-area A --tile PX --margin PX  NucleiParams to try
 //   --contact W --otol T  the same for networks with offset maps (contact_weight, offset_merge_tolerance)
+//   --flips N  test-time flips (1, 2, 4 or 8 network passes per tile)
+//   --working-mpp X  the resolution the network runs at (it was trained at 0.5 um/px)
 //   --sp-elongation E --sp-solidity S --sp-probability P --sp-confident P --sp-alignment A  the spindle rule's thresholds
 //   --dump FILE  per predicted nucleus: features, whether it matches a GT nucleus, and whether that one is spindle
 //   --pred-dir  also write <name>.png (uint16 labels) and nuclei.csv per data set, for eval_nuclei.py
@@ -59,6 +61,7 @@ int main(int argc, char** argv) {
     else if (a == "--contact") params.contact_weight = std::stod(next());
     else if (a == "--otol") params.offset_merge_tolerance = std::stod(next());
     else if (a == "--flips") params.flips = std::stoi(next());
+    else if (a == "--working-mpp") params.working_mpp = std::stod(next());
     else if (a == "--margin") params.tile_margin_px = std::stoi(next());
     else if (a == "--tile") params.tile_px = std::stoi(next());
     else if (a == "--min-area") params.min_area_um2 = std::stod(next());

@@ -19,11 +19,11 @@
 namespace {
 
 // Measured on these subsets (benchmarks/README.md, "nuclei" section).
-constexpr double MONUSEG_AJI = 0.529, MONUSEG_F1 = 0.678, CPM15_AJI = 0.573, CPM15_F1 = 0.660, CONSEP_AJI = 0.454,
-                 CONSEP_SPINDLE_F1 = 0.418;
+constexpr double MONUSEG_AJI = 0.537, MONUSEG_F1 = 0.687, CPM15_AJI = 0.598, CPM15_F1 = 0.700, CONSEP_AJI = 0.459,
+                 CONSEP_SPINDLE_F1 = 0.432;
 // The same with four network passes per tile (NucleiParams::flips = 4).
-constexpr double FLIPS4_MONUSEG_AJI = 0.537, FLIPS4_MONUSEG_F1 = 0.690, FLIPS4_CPM15_AJI = 0.587,
-                 FLIPS4_CPM15_F1 = 0.688, FLIPS4_CONSEP_AJI = 0.459, FLIPS4_CONSEP_SPINDLE_F1 = 0.451;
+constexpr double FLIPS4_MONUSEG_AJI = 0.549, FLIPS4_MONUSEG_F1 = 0.706, FLIPS4_CPM15_AJI = 0.608,
+                 FLIPS4_CPM15_F1 = 0.724, FLIPS4_CONSEP_AJI = 0.471, FLIPS4_CONSEP_SPINDLE_F1 = 0.453;
 
 // A held-out image, decoded once for every test case that scores it (one pass and four).
 struct Loaded {

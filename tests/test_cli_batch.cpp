@@ -21,13 +21,6 @@ using namespace grade::test;
 
 namespace {
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 void write_text(const fs::path& p, const std::string& text) {
   std::ofstream out(p, std::ios::binary);
   out << text;
@@ -179,7 +172,7 @@ TEST_CASE("kill -9 in the middle of a batch, then --resume, gives the uninterrup
 
   const auto full = run(batch(quote((t / "m.csv").string()) + " --out " + quote((t / "full").string()) + common));
   CHECK_MESSAGE(full.exit_code == 0, full.output);
-  const std::string expected = read_text(t / "full" / "summary.csv");
+  const std::string expected = slurp(t / "full" / "summary.csv");
 
   // Start the same batch, kill -9 once the first slide's report exists.
   const fs::path out = t / "killed";
@@ -218,14 +211,14 @@ TEST_CASE("kill -9 in the middle of a batch, then --resume, gives the uninterrup
                                  " --threads 2 --nuclei none --resume"));
   CHECK_MESSAGE(resumed.exit_code == 0, resumed.output);
   CHECK(resumed.output.find("already graded, skipped") != std::string::npos);
-  CHECK(read_text(out / "summary.csv") == expected);
+  CHECK(slurp(out / "summary.csv") == expected);
 
   // A second --resume redoes nothing and rebuilds the same summary.
   const auto again = run(batch(quote((t / "m.csv").string()) + " --out " + quote(out.string()) +
                                " --threads 2 --nuclei none --resume"));
   CHECK(again.exit_code == 0);
   CHECK(again.output.find("grading ") == std::string::npos);
-  CHECK(read_text(out / "summary.csv") == expected);
+  CHECK(slurp(out / "summary.csv") == expected);
 
   // Changing a slide's differentiation in the manifest makes --resume grade that slide again.
   write_text(t / "m2.csv", "slide,differentiation\ns0.tiff,3\ns1.tiff,2\ns2.tiff,3\ns3.tiff,1\n");

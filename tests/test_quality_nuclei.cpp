@@ -60,8 +60,8 @@ grade::detail::NucleiMetrics score(const std::string& dataset, const std::set<st
   }
   REQUIRE(n == static_cast<int>(names.size()));
   const auto m = grade::detail::nuclei_metrics(total);
-  MESSAGE(dataset << " (flips " << flips << "): AJI " << m.aji << " Dice " << m.dice << " F1 " << m.f1 << " PQ " << m.pq << " spindle F1 "
-                  << m.sp_f1);
+  MESSAGE(dataset << " (flips " << flips << "): AJI " << m.aji << " Dice " << m.dice << " F1 " << m.f1 << " PQ "
+                  << m.pq << " spindle F1 " << m.sp_f1);
   return m;
 }
 

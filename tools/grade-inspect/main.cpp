@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
       "threads", po::value<int>(&threads)->default_value(1), "worker threads for stages that tile whole slides")(
       "flips", po::value<int>(&flips)->default_value(1),
       "nuclei: network passes per tile, averaged over mirrored (2, 4) and transposed (8) copies; 4 is more accurate "
-      "and 4 times slower (benchmarks/README.md)");
+      "and takes about 3.5 times the CPU (benchmarks/README.md)");
   po::options_description hidden;
   hidden.add_options()("stage", po::value<std::string>(&stage))("images", po::value<std::vector<std::string>>(&images));
   po::options_description all;

@@ -14,7 +14,8 @@
 //   --flips N  test-time flips (1, 2, 4 or 8 network passes per tile)
 //   --working-mpp X  the resolution the network runs at (it was trained at 0.5 um/px)
 //   --sp-elongation E --sp-solidity S --sp-probability P --sp-confident P --sp-alignment A  the spindle rule's thresholds
-//   --dump FILE  per predicted nucleus: features, whether it matches a GT nucleus, and whether that one is spindle
+//   --dump FILE  per predicted nucleus: centroid (um), features, the spindle flag, whether it matches a GT nucleus
+//                (IoU > 0.5), and whether that one is spindle
 //   --pred-dir  also write <name>.png (uint16 labels) and nuclei.csv per data set, for eval_nuclei.py
 #include <chrono>
 #include <cstdio>
@@ -131,8 +132,8 @@ int main(int argc, char** argv) {
   std::ofstream dumpf;
   if (!dump.empty()) {
     dumpf.open(dump);
-    dumpf << "dataset,image,id,area_um2,elongation,solidity,spindle_probability,alignment,bluntness,mean_h_od,matched,"
-             "gt_spindle\n";
+    dumpf << "dataset,image,id,x_um,y_um,area_um2,perimeter_um,minor_axis_um,elongation,solidity,spindle_probability,"
+             "alignment,bluntness,mean_h_od,std_h_od,spindle,matched,gt_spindle\n";
   }
   for (const auto& ds : sets) {
     auto samples = grade::detail::nuclei_dataset(data, ds);
@@ -166,9 +167,11 @@ int main(int argc, char** argv) {
           const auto match = grade::detail::match_predictions(gt, r.labels);
           for (const auto& n : r.nuclei) {
             const int g = match[static_cast<std::size_t>(n.id)];
-            dumpf << ds << "," << s.name << "," << n.id << "," << n.area_um2 << "," << n.elongation << ","
+            dumpf << ds << "," << s.name << "," << n.id << "," << n.x * s.mpp << "," << n.y * s.mpp << ","
+                  << n.area_um2 << "," << n.perimeter_um << "," << n.minor_axis_um << "," << n.elongation << ","
                   << n.solidity << "," << n.spindle_probability << "," << n.alignment << "," << n.bluntness << ","
-                  << n.mean_h_od << "," << (g > 0) << "," << (g > 0 && s.gt_spindle.count(g) ? 1 : 0) << "\n";
+                  << n.mean_h_od << "," << n.std_h_od << "," << n.spindle << "," << (g > 0) << ","
+                  << (g > 0 && s.gt_spindle.count(g) ? 1 : 0) << "\n";
           }
         }
         if (!pred_dir.empty()) {

@@ -116,6 +116,7 @@ TEST_CASE("TCGA frozen section: two levels, no mpp in the file") {
   CHECK(e.code() == ErrorCode::missing_mpp);
   CHECK(std::string(e.what()).find(p.string()) != std::string::npos);
   CHECK(std::string(e.what()).find("--mpp") != std::string::npos);
+  CHECK(std::string(e.what()).find("the slide does not record its resolution") != std::string::npos);
   CHECK(error_of([&] { s.read_region_at_mpp({0, 0, 100, 100}, 8.0); }).code() == ErrorCode::missing_mpp);
 
   // The caller's mpp makes it usable, and reads at a coarse mpp use level 1.
@@ -184,7 +185,9 @@ TEST_CASE("plain images are one-level slides, with and without an mpp") {
   CHECK(s.width() == 300);
   CHECK(s.height() == 200);
   CHECK_FALSE(s.mpp().has_value());
-  CHECK(error_of([&] { s.require_mpp(); }).code() == ErrorCode::missing_mpp);
+  const grade::Error e = error_of([&] { s.require_mpp(); });
+  CHECK(e.code() == ErrorCode::missing_mpp);
+  CHECK(std::string(e.what()).find("the image does not record its resolution") != std::string::npos);  // not "slide"
   const grade::ImageView v = s.read_region({10, 20, 30, 40}, 0);
   CHECK(cv::norm(v.rgb, rgb(cv::Rect(10, 20, 30, 40)), cv::NORM_INF) == 0.0);
 

@@ -492,8 +492,9 @@ std::string Slide::mpp_source() const { return impl_->mpp_source; }
 
 double Slide::require_mpp() const {
   if (!impl_->mpp)
-    throw Error(ErrorCode::missing_mpp, impl_->path.string() +
-                                            ": the slide does not record its resolution (microns per pixel); give it "
+    throw Error(ErrorCode::missing_mpp, impl_->path.string() + ": the " +
+                                            (impl_->backend == SlideBackend::plain_image ? "image" : "slide") +
+                                            " does not record its resolution (microns per pixel); give it "
                                             "with --mpp (e.g. --mpp 0.25 for a 40x scan)");
   return *impl_->mpp;
 }

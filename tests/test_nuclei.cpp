@@ -197,6 +197,37 @@ TEST_CASE("level-0 coordinates follow the view's origin and downsample; other sc
   CHECK(r2.nuclei.size() == r0.nuclei.size());
 }
 
+TEST_CASE("render_nuclei_overlay: outlines on each nucleus's own edge pixels, spindle and other colours") {
+  cv::Mat rgb(8, 10, CV_8UC3, cv::Scalar(200, 150, 190));
+  grade::NucleiResult r;
+  r.labels = cv::Mat::zeros(rgb.size(), CV_32S);
+  r.labels(cv::Rect(1, 1, 4, 5)).setTo(1);  // spindle, 4x5: 14 edge pixels, 2x3 inside
+  r.labels(cv::Rect(5, 1, 3, 3)).setTo(2);  // touches nucleus 1: 8 edge pixels, 1 inside
+  r.labels(cv::Rect(9, 6, 1, 2)).setTo(3);  // cut by the image's border: both pixels are edge
+  r.nuclei = {{.id = 1, .spindle = true}, {.id = 2}, {.id = 3}};
+  const cv::Mat o = grade::render_nuclei_overlay(grade::make_view(rgb, 0.5), r);
+  REQUIRE(o.size() == rgb.size());
+  REQUIRE(o.type() == CV_8UC3);
+  int spindle = 0, other = 0, unchanged = 0;
+  for (int y = 0; y < o.rows; ++y)
+    for (int x = 0; x < o.cols; ++x) {
+      const auto v = o.at<cv::Vec3b>(y, x);
+      spindle += v == grade::kSpindleOutline;
+      other += v == grade::kOtherOutline;
+      unchanged += v == rgb.at<cv::Vec3b>(y, x);
+    }
+  CHECK(spindle == 14);
+  CHECK(other == 8 + 2);
+  CHECK(unchanged == 80 - 14 - 10);
+  CHECK(o.at<cv::Vec3b>(3, 4) == grade::kSpindleOutline);  // where nucleus 1 meets nucleus 2
+  CHECK(o.at<cv::Vec3b>(2, 5) == grade::kOtherOutline);
+  CHECK(o.at<cv::Vec3b>(3, 2) == rgb.at<cv::Vec3b>(3, 2));  // inside nucleus 1
+  CHECK(o.at<cv::Vec3b>(2, 6) == rgb.at<cv::Vec3b>(2, 6));  // inside nucleus 2
+  CHECK(rgb.at<cv::Vec3b>(1, 1) == cv::Vec3b(200, 150, 190));  // the input is not drawn on
+  CHECK_THROWS_WITH_AS(grade::render_nuclei_overlay(grade::make_view(rgb(cv::Rect(0, 0, 9, 8)).clone(), 0.5), r),
+                       doctest::Contains("not this image's"), grade::Error);
+}
+
 TEST_CASE("clear errors for empty, non-RGB or scale-less input and bad parameters") {
   CHECK_THROWS_WITH_AS(grade::segment_nuclei(grade::make_view(cv::Mat(), 0.5)), doctest::Contains("empty"), grade::Error);
   CHECK_THROWS_WITH_AS(grade::segment_nuclei(grade::make_view(cv::Mat(64, 64, CV_8UC1, cv::Scalar(0)), 0.5)),
@@ -244,7 +275,7 @@ TEST_CASE("offset maps: halves of one nucleus are merged, two touching nuclei ar
   CHECK(labels.at<int>(20, 30) == 2);
 }
 
-TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flips, clear errors") {
+TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flips, --overlay, clear errors") {
   namespace test = grade::test;
   test::TempDir dir("grade-nuclei-cli");
   auto truth = layout();
@@ -256,7 +287,8 @@ TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flip
   for (int flips : {1, 4}) {
     CAPTURE(flips);
     const auto out = dir / ("out" + std::to_string(flips));
-    const auto r = test::run(inspect + " nuclei --mpp 0.5 --flips " + std::to_string(flips) + " --out " +
+    const auto r = test::run(inspect + " nuclei --mpp 0.5 --flips " + std::to_string(flips) +
+                             (flips == 4 ? " --overlay" : "") + " --out " +
                              test::quote(out.string()) + " " + test::quote((dir / "drawn.png").string()));
     REQUIRE_MESSAGE(r.exit_code == 0, r.output);
     const cv::Mat labels = cv::imread((out / "drawn.png").string(), cv::IMREAD_UNCHANGED);
@@ -276,6 +308,16 @@ TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flip
     }
     CHECK(rows == static_cast<int>(truth.size()));
     CHECK(spindles == 8);
+    // --overlay (with four passes only): the image with the outlines, as render_nuclei_overlay draws them.
+    const auto overlay = out / "drawn.overlay.png";
+    CHECK(std::filesystem::exists(overlay) == (flips == 4));
+    if (flips == 4) {
+      cv::Mat expected;
+      cv::cvtColor(grade::render_nuclei_overlay(grade::make_view(rgb, 0.5), direct), expected, cv::COLOR_RGB2BGR);
+      const cv::Mat written = cv::imread(overlay.string(), cv::IMREAD_COLOR);
+      REQUIRE(written.size() == rgb.size());
+      CHECK(cv::norm(written, expected, cv::NORM_INF) == 0.0);
+    }
   }
   const auto bad = test::run(inspect + " nuclei --mpp 0.5 --flips 3 --out " + test::quote((dir / "x").string()) + " " +
                              test::quote((dir / "drawn.png").string()));
@@ -285,6 +327,10 @@ TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flip
                                test::quote((dir / "drawn.png").string()));
   CHECK(other.exit_code == 2);
   CHECK(other.output.find("nuclei stage only") != std::string::npos);
+  const auto stain = test::run(inspect + " stain --mpp 0.5 --overlay --out " + test::quote((dir / "x").string()) + " " +
+                               test::quote((dir / "drawn.png").string()));
+  CHECK(stain.exit_code == 2);
+  CHECK(stain.output.find("--overlay applies to the nuclei stage only") != std::string::npos);
   // A PNG records no resolution: without --mpp the error names the image and both ways to give it, nothing is written.
   const auto nompp = test::run(inspect + " nuclei --out " + test::quote((dir / "y").string()) + " " +
                                test::quote((dir / "drawn.png").string()));

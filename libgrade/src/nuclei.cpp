@@ -666,4 +666,36 @@ NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params) 
   return result;
 }
 
+cv::Mat render_nuclei_overlay(const ImageView& image, const NucleiResult& result) {
+  if (image.rgb.empty() || image.rgb.type() != CV_8UC3)
+    throw Error(ErrorCode::invalid_argument, "render_nuclei_overlay: the image must be non-empty RGB (CV_8UC3)");
+  if (result.labels.type() != CV_32S || result.labels.size() != image.rgb.size())
+    throw Error(ErrorCode::invalid_argument,
+                "render_nuclei_overlay: the labels (" + std::to_string(result.labels.cols) + "x" +
+                    std::to_string(result.labels.rows) + ") are not this image's (" + std::to_string(image.rgb.cols) +
+                    "x" + std::to_string(image.rgb.rows) + "): segment this image first");
+  int max_id = 0;
+  for (const Nucleus& n : result.nuclei) max_id = std::max(max_id, n.id);
+  std::vector<std::uint8_t> spindle(static_cast<std::size_t>(max_id) + 1, 0);
+  for (const Nucleus& n : result.nuclei)
+    if (n.id > 0 && n.spindle) spindle[static_cast<std::size_t>(n.id)] = 1;
+  cv::Mat out = image.rgb.clone();
+  const cv::Mat& lab = result.labels;
+  for (int y = 0; y < lab.rows; ++y) {
+    const int* l = lab.ptr<int>(y);
+    const int* up = y > 0 ? lab.ptr<int>(y - 1) : nullptr;
+    const int* down = y + 1 < lab.rows ? lab.ptr<int>(y + 1) : nullptr;
+    auto* o = out.ptr<cv::Vec3b>(y);
+    for (int x = 0; x < lab.cols; ++x) {
+      const int k = l[x];
+      if (k <= 0) continue;
+      const bool edge = x == 0 || l[x - 1] != k || x + 1 == lab.cols || l[x + 1] != k || !up || up[x] != k || !down ||
+                        down[x] != k;
+      if (edge)
+        o[x] = k <= max_id && spindle[static_cast<std::size_t>(k)] ? kSpindleOutline : kOtherOutline;
+    }
+  }
+  return out;
+}
+
 }  // namespace grade

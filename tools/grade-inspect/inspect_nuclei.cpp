@@ -1,9 +1,11 @@
 // grade-inspect nuclei: DIR/<stem>.png (uint16 instance labels at the input's size, 0 = background) and DIR/nuclei.csv
-// (image,id,x,y,area_um2,elongation,spindle, then the other features), x and y in input pixels.
+// (image,id,x,y,area_um2,elongation,spindle, then the other features), x and y in input pixels; with --overlay also
+// DIR/<stem>.overlay.png (the image with the nuclei outlined).
 #include <cstdio>
 #include <sstream>
 
 #include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include "cli.hpp"
 #include "grade/error.hpp"
@@ -38,7 +40,10 @@ class NucleiInspector final : public Inspector {
                                                    " nuclei do not fit a 16-bit label image");
     cv::Mat labels16;
     r.labels.convertTo(labels16, CV_16U);
+    cv::Mat overlay;  // drawn before anything is written
+    if (options_.overlay) cv::cvtColor(render_nuclei_overlay(view, r), overlay, cv::COLOR_RGB2BGR);
     cli::write_image_atomically(options_.out_dir / (input.stem + ".png"), labels16);
+    if (options_.overlay) cli::write_image_atomically(options_.out_dir / (input.stem + ".overlay.png"), overlay);
     char buf[512];
     for (const Nucleus& n : r.nuclei) {
       std::snprintf(buf, sizeof buf, ",%d,%.2f,%.2f,%.3f,%.4f,%d,%.3f,%.3f,%.3f,%.2f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n",

@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
   double mpp = 0.0;
   std::string mpp_csv, out_dir;
   int threads = 1, flips = 1;
+  bool overlay = false;
 
   po::options_description visible(
       "Usage: grade-inspect STAGE --mpp X --out DIR IMAGE...\n"
@@ -94,7 +95,10 @@ int main(int argc, char** argv) {
       "threads", po::value<int>(&threads)->default_value(1), "worker threads for stages that tile whole slides")(
       "flips", po::value<int>(&flips)->default_value(1),
       "nuclei: network passes per tile, averaged over mirrored (2, 4) and transposed (8) copies; 4 is more accurate "
-      "and takes about 3.5 times the CPU (benchmarks/README.md)");
+      "and takes about 3.5 times the CPU (benchmarks/README.md)")(
+      "overlay", po::bool_switch(&overlay),
+      "nuclei: also write DIR/<image-stem>.overlay.png, the image with each nucleus outlined (spindle yellow, others "
+      "cyan), to check the segmentation by eye");
   po::options_description hidden;
   hidden.add_options()("stage", po::value<std::string>(&stage))("images", po::value<std::vector<std::string>>(&images));
   po::options_description all;
@@ -146,6 +150,10 @@ int main(int argc, char** argv) {
     grade::cli::print_error(kTool, "--flips applies to the nuclei stage only");
     return 2;
   }
+  if (overlay && stage != "nuclei") {
+    grade::cli::print_error(kTool, "--overlay applies to the nuclei stage only");
+    return 2;
+  }
   if (mpp < 0.0) {
     grade::cli::print_error(kTool, "--mpp must be > 0, got " + std::to_string(mpp));
     return 2;
@@ -157,7 +165,7 @@ int main(int argc, char** argv) {
   try {
     if (!mpp_csv.empty()) mpp_table = read_mpp_csv(mpp_csv);
     grade::cli::ensure_directory(out_dir);
-    inspector = factory->second(grade::inspect::Options{out_dir, threads, flips});
+    inspector = factory->second(grade::inspect::Options{out_dir, threads, flips, overlay});
   } catch (const std::exception& e) {
     grade::cli::print_error(kTool, e.what());
     return 2;

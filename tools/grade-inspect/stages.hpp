@@ -14,6 +14,7 @@ struct Options {
   std::filesystem::path out_dir;  // exists when an Inspector is made
   int threads = 1;
   int flips = 1;  // nuclei: NucleiParams::flips
+  bool overlay = false;  // nuclei: also write <stem>.overlay.png (render_nuclei_overlay)
 };
 
 struct Input {

@@ -155,13 +155,16 @@ def crops(items, rng, n, size, weights=None):
     return torch.tensor(np.stack(xs)), torch.tensor(np.stack(ys)), torch.tensor(ts)
 
 
-def loss_fn(out, y, typed, contact_weight=0.0, hv_weight=0.0):
+def loss_fn(out, y, typed, contact_weight=0.0, hv_weight=0.0, spindle_weight=0.0):
     """Foreground BCE + Dice, distance MSE (mostly inside nuclei), spindle BCE on typed nuclei. With contact_weight,
     pixels where nuclei touch weigh 1 + contact_weight times more in the first two (as the original U-Net's weight map
     does): those few pixels decide whether touching nuclei are separated."""
     fg_t, d_t, sp_t = y[:, 0], y[:, 1], y[:, 2]
     fg_l, d_l, sp_l = out[:, 0], out[:, 1], out[:, 2]
     cw = 1 + contact_weight * y[:, 3]
+    if spindle_weight > 0:  # spindle nuclei of typed crops and a ~1 um ring around them weigh 1 + spindle_weight
+        ring = F.max_pool2d(y[:, 2:3], 5, stride=1, padding=2)[:, 0] * typed[:, None, None]
+        cw = cw + spindle_weight * ring
     p = torch.sigmoid(fg_l)
     l_fg = ((F.binary_cross_entropy_with_logits(fg_l, fg_t, reduction="none") * cw).mean()
             + 1 - (2 * (p * fg_t).sum() + 1) / (p.sum() + fg_t.sum() + 1))
@@ -171,20 +174,22 @@ def loss_fn(out, y, typed, contact_weight=0.0, hv_weight=0.0):
     l_sp = (F.binary_cross_entropy_with_logits(sp_l, sp_t, reduction="none") * tm).sum() / (tm.sum() + 1)
     loss = l_fg + l_d + 0.5 * l_sp
     if out.shape[1] > 3 and hv_weight > 0:
-        loss = loss + hv_weight * hv_loss(out[:, 3:5], y[:, 4:6], fg_t)
+        loss = loss + hv_weight * hv_loss(out[:, 3:5], y[:, 4:6], fg_t, cw if spindle_weight > 0 else None)
     return loss
 
 
 SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
 
 
-def hv_loss(hv_l, hv_t, fg_t):
+def hv_loss(hv_l, hv_t, fg_t, weight=None):
     """The offset maps (as in HoVer-Net, Graham et al. 2019): squared error of the values (predicted through a
     sigmoid, 0..1 for -1..1) and of their derivative along their own axis, inside nuclei. The derivative term makes the
     maps flip sharply where two nuclei touch, which is what the post-processing reads."""
     p = torch.sigmoid(hv_l) * 2 - 1
     w = fg_t[:, None]
     n = w.sum() * 2 + 1
+    if weight is not None:  # per-pixel weights (normalised by the unweighted count, as the other losses are)
+        w = w * weight[:, None]
     l_val = ((p - hv_t) ** 2 * w).sum() / n
     k = torch.stack([SOBEL, SOBEL.t()])[:, None]  # d/dx for h, d/dy for v
 
@@ -266,6 +271,9 @@ def main():
     ap.add_argument("--distill-weight", type=float, default=1.0)
     ap.add_argument("--teacher-flips", type=int, default=1, choices=(1, 2, 4),
                     help="the teacher's outputs averaged over this many mirrored copies (segment_nuclei's flips)")
+    ap.add_argument("--spindle-weight", type=float, default=0.0,
+                    help="extra loss weight on the pixels of CoNSeP's spindle nuclei and a ~1 um ring around them "
+                         "(foreground, distance and offset losses)")
     ap.add_argument("--contact-weight", type=float, default=0.0,
                     help="extra loss weight of the pixels where nuclei touch (foreground and distance)")
     ap.add_argument("--hv-weight", type=float, default=0.0,
@@ -335,7 +343,7 @@ def main():
         x, y, t = crops(train, rng, a.batch, a.crop, weights)
         model.train()
         out = model(x)
-        loss = loss_fn(out, y, t, a.contact_weight, a.hv_weight)
+        loss = loss_fn(out, y, t, a.contact_weight, a.hv_weight, a.spindle_weight)
         if teacher is not None:
             with torch.no_grad():
                 ref = flipped_mean(teacher, x, a.teacher_flips)

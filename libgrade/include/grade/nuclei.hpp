@@ -108,6 +108,14 @@ struct NucleiResult {
 // embedded network cannot be run.
 NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params = {});
 
+// The evidence to check a segmentation by eye: a copy of the image (RGB, CV_8UC3) with each nucleus's outline drawn on
+// its own outermost pixels (those with a 4-neighbour outside the nucleus), spindle nuclei in yellow and the others in
+// cyan, so that the outlines cover exactly the labelled pixels' edge. `result` must come from this image (labels of
+// the same size); throws Error(invalid_argument) otherwise.
+cv::Mat render_nuclei_overlay(const ImageView& image, const NucleiResult& result);
+inline const cv::Vec3b kSpindleOutline{255, 230, 0};  // RGB
+inline const cv::Vec3b kOtherOutline{0, 200, 255};
+
 namespace detail {
 // For evaluating other networks (cross-validation in benchmarks): the ONNX model used instead of the embedded one by
 // the calling thread, until reset with an empty vector.

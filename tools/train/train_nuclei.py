@@ -158,7 +158,9 @@ def crops(items, rng, n, size, weights=None):
 def loss_fn(out, y, typed, contact_weight=0.0, hv_weight=0.0, spindle_weight=0.0):
     """Foreground BCE + Dice, distance MSE (mostly inside nuclei), spindle BCE on typed nuclei. With contact_weight,
     pixels where nuclei touch weigh 1 + contact_weight times more in the first two (as the original U-Net's weight map
-    does): those few pixels decide whether touching nuclei are separated."""
+    does): those few pixels decide whether touching nuclei are separated. With spindle_weight, CoNSeP's spindle nuclei
+    and a ~1 um ring around them weigh 1 + spindle_weight times more in those two and in the offset loss (fifteenth
+    session: spindle F1 +0.003, not kept; benchmarks/README.md)."""
     fg_t, d_t, sp_t = y[:, 0], y[:, 1], y[:, 2]
     fg_l, d_l, sp_l = out[:, 0], out[:, 1], out[:, 2]
     cw = 1 + contact_weight * y[:, 3]
@@ -273,7 +275,7 @@ def main():
                     help="the teacher's outputs averaged over this many mirrored copies (segment_nuclei's flips)")
     ap.add_argument("--spindle-weight", type=float, default=0.0,
                     help="extra loss weight on the pixels of CoNSeP's spindle nuclei and a ~1 um ring around them "
-                         "(foreground, distance and offset losses)")
+                         "(foreground, distance and offset losses; tried, not kept: benchmarks/README.md)")
     ap.add_argument("--contact-weight", type=float, default=0.0,
                     help="extra loss weight of the pixels where nuclei touch (foreground and distance)")
     ap.add_argument("--hv-weight", type=float, default=0.0,

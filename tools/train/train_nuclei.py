@@ -119,21 +119,30 @@ def load(data_dir):
     return items
 
 
-def crops(items, rng, n, size, weights=None):
-    """n random crops of side `size`, from items drawn uniformly or with probability `weights`."""
+def crops(items, rng, n, size, weights=None, scale_jitter=0.0, scale_prob=0.5):
+    """n random crops of side `size`, from items drawn uniformly or with probability `weights`. With scale_jitter S > 1,
+    a share scale_prob of the crops is magnified by a factor drawn log-uniformly from [1/S, S] (a region of side
+    size / factor resized to `size`), so that the network also sees nuclei larger and smaller than its data's."""
     xs, ys, ts = [], [], []
     for _ in range(n):
         it = items[rng.integers(len(items)) if weights is None else rng.choice(len(items), p=weights)]
         img, y = it["img"], it["y"]
+        src = size
+        if scale_jitter > 1.0 and rng.random() < scale_prob:
+            src = int(round(size / math.exp(rng.uniform(-math.log(scale_jitter), math.log(scale_jitter)))))
         h, w = img.shape[:2]
-        ph, pw = max(0, size - h), max(0, size - w)
+        ph, pw = max(0, src - h), max(0, src - w)
         if ph or pw:
             img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect")
             y = np.pad(y, ((0, 0), (0, ph), (0, pw)), mode="reflect")
             h, w = img.shape[:2]
-        r0, c0 = rng.integers(h - size + 1), rng.integers(w - size + 1)
-        im = img[r0:r0 + size, c0:c0 + size].astype(np.float32) / 255.0
-        yy = y[:, r0:r0 + size, c0:c0 + size]
+        r0, c0 = rng.integers(h - src + 1), rng.integers(w - src + 1)
+        im = img[r0:r0 + src, c0:c0 + src].astype(np.float32) / 255.0
+        yy = y[:, r0:r0 + src, c0:c0 + src]
+        if src != size:  # masks nearest; the distance and offset maps (smooth inside nuclei) linearly
+            im = cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA if src > size else cv2.INTER_LINEAR)
+            yy = np.stack([cv2.resize(np.ascontiguousarray(c), (size, size), interpolation=(
+                cv2.INTER_LINEAR if k in (1, 4, 5) else cv2.INTER_NEAREST)) for k, c in enumerate(yy)])
         k = rng.integers(4)
         im, yy = np.rot90(im, k, (0, 1)), np.rot90(yy, k, (1, 2))
         flip = rng.random() < 0.5
@@ -273,6 +282,9 @@ def main():
     ap.add_argument("--distill-weight", type=float, default=1.0)
     ap.add_argument("--teacher-flips", type=int, default=1, choices=(1, 2, 4),
                     help="the teacher's outputs averaged over this many mirrored copies (segment_nuclei's flips)")
+    ap.add_argument("--scale-jitter", type=float, default=0.0,
+                    help="S > 1: magnify a share of the crops by a factor in [1/S, S] (log-uniform)")
+    ap.add_argument("--scale-prob", type=float, default=0.5, help="with --scale-jitter: the share of crops magnified")
     ap.add_argument("--spindle-weight", type=float, default=0.0,
                     help="extra loss weight on the pixels of CoNSeP's spindle nuclei and a ~1 um ring around them "
                          "(foreground, distance and offset losses; tried, not kept: benchmarks/README.md)")
@@ -342,7 +354,7 @@ def main():
         lr = a.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * step / a.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y, t = crops(train, rng, a.batch, a.crop, weights)
+        x, y, t = crops(train, rng, a.batch, a.crop, weights, a.scale_jitter, a.scale_prob)
         model.train()
         out = model(x)
         loss = loss_fn(out, y, t, a.contact_weight, a.hv_weight, a.spindle_weight)

@@ -283,7 +283,8 @@ def main():
     ap.add_argument("--teacher-flips", type=int, default=1, choices=(1, 2, 4),
                     help="the teacher's outputs averaged over this many mirrored copies (segment_nuclei's flips)")
     ap.add_argument("--scale-jitter", type=float, default=0.0,
-                    help="S > 1: magnify a share of the crops by a factor in [1/S, S] (log-uniform)")
+                    help="S > 1: magnify a share of the crops by a factor in [1/S, S] (log-uniform); fifteenth "
+                         "session, fold 0 only: a lead (benchmarks/README.md)")
     ap.add_argument("--scale-prob", type=float, default=0.5, help="with --scale-jitter: the share of crops magnified")
     ap.add_argument("--spindle-weight", type=float, default=0.0,
                     help="extra loss weight on the pixels of CoNSeP's spindle nuclei and a ~1 um ring around them "

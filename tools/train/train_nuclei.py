@@ -19,7 +19,8 @@ command gave the same losses to 4 decimals in two sessions). The committed model
 fourteenth session; 24 000 steps, 55-95 min on one core; before, it took eight stages, benchmarks/README.md "Nuclei";
 since the sixteenth session with --scale-jitter 1.6):
   /usr/bin/python3 tools/train/train_nuclei.py --data ../shared/data/nuclei --folds 2 --fold 1 --widths 16,16,32 \
-      --hv-weight 2 --lr 3e-3 --steps 24000 --minutes 170 --seed 21 --threads 1 --scale-jitter 1.6 --out /tmp/nuc/sj1.onnx
+      --hv-weight 2 --lr 3e-3 --steps 24000 --minutes 170 --seed 21 --threads 1 --scale-jitter 1.6 \
+      --out /tmp/nuc/sj1.onnx
   cp /tmp/nuc/sj1.onnx libgrade/models/nuclei_unet.onnx
 Distillation (tried for a narrower, faster network; not kept, benchmarks/README.md): --teacher WIDE.pt adds the wide
 network's outputs as targets, --unlabelled ../shared/data/mitosis/amibr adds crops of unlabelled H&E for them.

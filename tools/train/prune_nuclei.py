@@ -19,6 +19,9 @@ def main():
     sd = torch.load(src)
     b0, c0, d0 = sd["s0.0.weight"].shape[0], sd["e2.0.0.weight"].shape[0], sd["e3.0.0.weight"].shape[0]
     b, c, d = widths
+    if sd["d1.0.weight"].shape[1] != 2 * b0 or sd["d2.0.weight"].shape[1] != 2 * c0:
+        sys.exit("prune_nuclei: networks whose decoder sums its skip connections (train_nuclei.py --sum-skips) "
+                 "are not supported")
     if d != d0 or b > b0 or c > c0:
         sys.exit(f"prune_nuclei: can only narrow the first two levels of a {b0},{c0},{d0} network, not to {sys.argv[2]}")
 

@@ -274,6 +274,9 @@ def main():
                     "it from a wider one with prune_nuclei.py; a wider one from a trained one with widen_nuclei.py)")
     ap.add_argument("--fine-sep", help="E,D: build the finest level of depthwise-separable blocks, E in the encoder "
                     "and D in the decoder (nuclei_net.py), e.g. 1,1; default full 3x3 convolutions")
+    ap.add_argument("--sum-skips", type=int, default=0, choices=(0, 1, 2),
+                    help="decoder levels (finest first) that add the upsampled features to the skip connection "
+                    "instead of concatenating them: fewer multiply-adds (nuclei_net.py)")
     ap.add_argument("--sample", choices=("image", "area"), default="image",
                     help="draw training crops per image (uniform) or per unit of area at 0.5 um/px: with 'image' the "
                     "432 small CoNSeP tiles get ~94 %% of the crops and the large MoNuSeg / CPM-15 images ~6 %%")
@@ -327,8 +330,9 @@ def main():
             print(f"  {ds}: {sum(w for w, it in zip(weights, train) if it['ds'] == ds):.3f} of the crops", flush=True)
     model = NucleiNet(tuple(int(v) for v in a.widths.split(",")),
                       fine_sep=tuple(int(v) for v in a.fine_sep.split(",")) if a.fine_sep else None,
-                      outputs=5 if a.hv_weight > 0 else 3)
-    print(f"widths {a.widths}, finest level {'separable ' + a.fine_sep if a.fine_sep else 'full 3x3'}: "
+                      outputs=5 if a.hv_weight > 0 else 3, sum_skips=a.sum_skips)
+    print(f"widths {a.widths}, finest level {'separable ' + a.fine_sep if a.fine_sep else 'full 3x3'}, "
+          f"{a.sum_skips} decoder level(s) summing: "
           f"{macs_per_px(model):.0f} multiply-adds per input pixel", flush=True)
     if a.init:
         sd = torch.load(a.init)

@@ -21,6 +21,9 @@ def main():
     src, b, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     old = torch.load(src)
     b0, c, d = old["s0.0.weight"].shape[0], old["e2.0.0.weight"].shape[0], old["e3.0.0.weight"].shape[0]
+    if old["d1.0.weight"].shape[1] != 2 * b0 or old["d2.0.weight"].shape[1] != 2 * c:
+        sys.exit("widen_nuclei: networks whose decoder sums its skip connections (train_nuclei.py --sum-skips) "
+                 "are not supported")
     if b < b0:
         sys.exit(f"widen_nuclei: {b} < {b0} channels; narrowing is prune_nuclei.py's job")
     torch.manual_seed(0)

@@ -32,9 +32,9 @@ class NucleiNet(nn.Module):
         depthwise-separable blocks, which affords it more channels at the same speed. sum_skips: how many decoder
         levels, finest first, add the upsampled coarser features to the skip connection instead of concatenating them
         (LinkNet's way, Chaurasia and Culurciello 2017): the decoder convolution then reads half the channels, which at
-        the finest level saves a fifth of all multiply-adds (1 level: 1.5 times the speed in OpenCV, but 0.003-0.007
-        less CoNSeP AJI and 0.005-0.015 less spindle F1 pooled over two seeds; eighteenth session, not kept:
-        benchmarks/README.md, "Nuclei")."""
+        the finest level saves a fifth of all multiply-adds (1 level: 1.35-1.5 times the speed in OpenCV, but
+        0.003-0.007 less CoNSeP AJI and 0.005-0.015 less spindle F1 pooled over two seeds; eighteenth session, not
+        kept: benchmarks/README.md, "Nuclei")."""
         super().__init__()
         b, c, d = w
         self.sum_skips = sum_skips

@@ -77,6 +77,12 @@ def macs_per_px(model):
     return total
 
 
+def sum_skips_of(b, c, d1_in, d2_in):
+    """NucleiNet's sum_skips for a network of widths b, c whose d1 and d2 convolutions read d1_in and d2_in channels
+    (a concatenating level reads twice its width)."""
+    return 0 if d1_in == 2 * b else (2 if d2_in == c else 1)
+
+
 def load(pt_path):
     """A NucleiNet with the weights of a train_nuclei.py state dict (.pt), its widths read from the weights."""
     sd = torch.load(pt_path)
@@ -86,9 +92,8 @@ def load(pt_path):
     b = sd["s0.0.weight"].shape[0]
     c = sd["e2.0.0.weight"].shape[0]
     d1_in = sd["d1.0.weight" if fine_sep is None else "d1.0.3.0.weight"].shape[1]  # the 1x1 mix of a separable block
-    sum_skips = 0 if d1_in == 2 * b else (2 if sd["d2.0.weight"].shape[1] == c else 1)
     model = NucleiNet((b, c, sd["e3.0.0.weight"].shape[0]), fine_sep=fine_sep, outputs=sd["head.weight"].shape[0],
-                      sum_skips=sum_skips)
+                      sum_skips=sum_skips_of(b, c, d1_in, sd["d2.0.weight"].shape[1]))
     model.load_state_dict(sd)
     return model.eval()
 

@@ -21,7 +21,7 @@ import torch.nn as nn
 from onnx import numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nuclei_net import NucleiNet  # noqa: E402
+from nuclei_net import NucleiNet, sum_skips_of  # noqa: E402
 from train_nuclei import crops, fold_of, load  # noqa: E402
 
 
@@ -42,9 +42,8 @@ def main():
     if any(any(at.name == "group" and at.i != 1 for at in n.attribute) for n in m.graph.node if n.op_type == "Conv"):
         sys.exit("onnx_to_pt: grouped (separable) convolutions are not supported")
     w0, wd, wc = convs[0][0].shape[0], convs[3][0].shape[0], convs[5][0].shape[0]  # s0, e2[0], e3[0]
-    d2_in, d1_in = convs[7][0].shape[1], convs[9][0].shape[1]  # concatenated skips: twice the level's width
     model = NucleiNet((w0, wd, wc), outputs=convs[-1][0].shape[0],
-                      sum_skips=0 if d1_in == 2 * w0 else (2 if d2_in == wd else 1))
+                      sum_skips=sum_skips_of(w0, wd, convs[9][0].shape[1], convs[7][0].shape[1]))  # d1, d2
     mods = [mod for mod in model.modules() if isinstance(mod, (nn.Conv2d, nn.BatchNorm2d))]
     pairs, i = [], 0
     while i < len(mods):  # each convolution with the batch-norm after it (the head has none)

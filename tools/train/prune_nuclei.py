@@ -9,9 +9,13 @@ layers that read them keep the matching input slices. The deepest level (32 chan
 
   /usr/bin/python3 tools/train/prune_nuclei.py /tmp/nuc/fold1e.onnx.pt 8,16,32 /tmp/nuc/prune8.pt
 """
+import os
 import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nuclei_net import sum_skips_of  # noqa: E402
 
 
 def main():
@@ -19,7 +23,7 @@ def main():
     sd = torch.load(src)
     b0, c0, d0 = sd["s0.0.weight"].shape[0], sd["e2.0.0.weight"].shape[0], sd["e3.0.0.weight"].shape[0]
     b, c, d = widths
-    if sd["d1.0.weight"].shape[1] != 2 * b0 or sd["d2.0.weight"].shape[1] != 2 * c0:
+    if sum_skips_of(b0, c0, sd["d1.0.weight"].shape[1], sd["d2.0.weight"].shape[1]):
         sys.exit("prune_nuclei: networks whose decoder sums its skip connections (train_nuclei.py --sum-skips) "
                  "are not supported")
     if d != d0 or b > b0 or c > c0:

@@ -14,14 +14,14 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nuclei_net import NucleiNet, load  # noqa: E402
+from nuclei_net import NucleiNet, load, sum_skips_of  # noqa: E402
 
 
 def main():
     src, b, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     old = torch.load(src)
     b0, c, d = old["s0.0.weight"].shape[0], old["e2.0.0.weight"].shape[0], old["e3.0.0.weight"].shape[0]
-    if old["d1.0.weight"].shape[1] != 2 * b0 or old["d2.0.weight"].shape[1] != 2 * c:
+    if sum_skips_of(b0, c, old["d1.0.weight"].shape[1], old["d2.0.weight"].shape[1]):
         sys.exit("widen_nuclei: networks whose decoder sums its skip connections (train_nuclei.py --sum-skips) "
                  "are not supported")
     if b < b0:

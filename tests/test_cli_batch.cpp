@@ -229,4 +229,19 @@ TEST_CASE("kill -9 in the middle of a batch, then --resume, gives the uninterrup
   const auto rows = grade::test::read_csv(out / "summary.csv");
   REQUIRE(rows.size() == 4);
   CHECK(rows[0].at("differentiation") == "3");
+
+  // So do other nucleus settings (they change the report's nucleus numbers); the flips count only with nuclei.
+  write_text(t / "m3.csv", "slide,differentiation\ns0.tiff,3\n");
+  const auto flips_alone = run(batch(quote((t / "m3.csv").string()) + " --out " + quote(out.string()) +
+                                     " --threads 2 --nuclei none --nuclei-flips 2 --resume"));
+  CHECK(flips_alone.exit_code == 0);
+  CHECK(flips_alone.output.find("grading ") == std::string::npos);
+  const auto sampled = run(batch(quote((t / "m3.csv").string()) + " --out " + quote(out.string()) +
+                                 " --threads 2 --nuclei sample --nuclei-flips 2 --resume"));
+  CHECK_MESSAGE(sampled.exit_code == 0, sampled.output);
+  CHECK(sampled.output.find("other settings") != std::string::npos);
+  const nlohmann::json rep = read_json(out / "s0" / grade::report_json_name);
+  CHECK(rep["parameters"]["nuclei_sampling"] == "sample");
+  CHECK(rep["parameters"]["nuclei_flips"] == 2);
+  CHECK(rep["nuclei"]["count"].get<int>() > 0);
 }

@@ -220,6 +220,11 @@ TEST_CASE("grade_slide: parameter and input errors name the problem") {
   p = {};
   p.tile_um = 1.0;
   CHECK(error_of([&] { grade::grade_slide(s, p); }).first == grade::ErrorCode::invalid_argument);
+  p = {};
+  p.nuclei.flips = 3;  // checked before any tile is read, not in a worker
+  auto [c3, m3] = error_of([&] { grade::grade_slide(s, p); });
+  CHECK(c3 == grade::ErrorCode::invalid_argument);
+  CHECK(m3.find("nuclei.flips must be 1, 2, 4 or 8 (got 3)") != std::string::npos);
 }
 
 TEST_CASE("grade_slide: no tissue is a clear error; an ROI off the tissue too") {

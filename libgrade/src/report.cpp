@@ -76,15 +76,6 @@ double r(double v, int digits = 4) {
 
 ordered_json opt_int(const std::optional<int>& v) { return v ? ordered_json(*v) : ordered_json(nullptr); }
 
-const char* sampling_name(NucleiSampling s) {
-  switch (s) {
-    case NucleiSampling::all_tissue: return "all_tissue";
-    case NucleiSampling::sample: return "sample";
-    case NucleiSampling::none: return "none";
-  }
-  return "?";
-}
-
 ordered_json rect_json(const Rect64& w) {
   return ordered_json{{"x", w.x}, {"y", w.y}, {"width", w.width}, {"height", w.height}};
 }
@@ -124,9 +115,10 @@ ordered_json report_object(const SlideReport& rep) {
                      {"grid_um", p.grid_um},
                      {"thumbnail_mpp", p.thumbnail_mpp},
                      {"stain_mpp", p.stain_mpp},
-                     {"nuclei_sampling", sampling_name(p.nuclei_sampling)},
+                     {"nuclei_sampling", nuclei_sampling_name(p.nuclei_sampling)},
                      {"nuclei_sample_fraction", p.nuclei_sample_fraction},
                      {"nuclei_min_tiles", p.nuclei_min_tiles},
+                     {"nuclei_flips", p.nuclei.flips},
                      {"mitosis_threshold", p.mitosis.threshold},
                      {"mitosis_working_mpp", p.mitosis.working_mpp},
                      {"nuclei_working_mpp", p.nuclei.working_mpp},

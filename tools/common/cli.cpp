@@ -82,6 +82,12 @@ std::string apply_nuclei_option(const std::string& mode, NucleiSampling& samplin
   return "";
 }
 
+std::string check_flips_option(const std::string& option, int flips) {
+  if (flips != 1 && flips != 2 && flips != 4 && flips != 8)
+    return option + " must be 1, 2, 4 or 8, got " + std::to_string(flips);
+  return "";
+}
+
 void print_error(const std::string& tool, const std::string& message) {
   std::cerr << tool << ": error: " << message << "\n";
 }

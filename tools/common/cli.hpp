@@ -35,6 +35,10 @@ std::string apply_hpf_options(bool has_area, double area_mm2, bool has_diameter,
 // --nuclei all|sample|none; "" or the message for a usage error.
 std::string apply_nuclei_option(const std::string& mode, NucleiSampling& sampling);
 
+// --flips / --nuclei-flips N (NucleiParams::flips: 1, 2, 4 or 8 network passes per tile); `option` names the option in
+// the message. "" or the message for a usage error.
+std::string check_flips_option(const std::string& option, int flips);
+
 // The tools parallelise over tiles (--threads workers), so OpenCV's own parallel loops are turned off: otherwise a
 // stage's convolutions spread over every core on top of the workers, and --threads 1 used ~1.3 cores (measured:
 // 36 CPU-s in 28 s wall on a 20k x 20k slide). With it, --threads N means N cores; all cores (the default) is as fast.

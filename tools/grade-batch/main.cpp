@@ -1,5 +1,5 @@
 // grade-batch MANIFEST.csv --out DIR [--threads N] [--shard K/N] [--resume] [--quiet]
-//             [--hpf-area-mm2 A | --field-diameter-mm D] [--fields F] [--nuclei all|sample|none]
+//             [--hpf-area-mm2 A | --field-diameter-mm D] [--fields F] [--nuclei all|sample|none] [--nuclei-flips N]
 // Grades every slide of a manifest (DESIGN.md §3) with the same library calls as grade-slide (Slide::open,
 // grade_slide, write_slide_outputs): one folder DIR/<id>/ per slide, then DIR/summary.csv with one row per slide.
 // - The manifest is validated before any slide is touched; an error names the line and the column (exit 2).
@@ -7,7 +7,7 @@
 // - --shard K/N grades the slides whose 0-based manifest position i has i mod N == K-1 and writes the summary of that
 //   shard only, to DIR/summary.K-of-N.csv (so shards can share DIR); the shards are disjoint and cover the manifest.
 // - --resume skips slides whose folder already holds a complete report (grade::has_complete_report) made with the same
-//   differentiation, subtype and HPF settings, and rebuilds the summary from every report on disk.
+//   differentiation, subtype, HPF and nucleus settings, and rebuilds the summary from every report on disk.
 // - Every file is written to a temporary name and renamed; report.json is written last. Summary rows of graded slides
 //   are always read back from their report.json, so an interrupted run resumed later gives the same summary as an
 //   uninterrupted one.
@@ -176,7 +176,8 @@ bool same_file(const fs::path& a, const fs::path& b) {
 }
 
 // The settings a finished report must have been made with for --resume to keep it: the same slide file, the same
-// differentiation, subtype, HPF settings and mpp override.
+// differentiation, subtype, HPF settings, mpp override and nucleus settings (sampling, and flips when nuclei are
+// analysed: they change the report's nucleus numbers; a report from before the flips were recorded used one pass).
 bool report_matches(const json& j, const grade::GradeParams& p, const fs::path& slide) {
   try {
     if (!same_file(fs::path(j.at("/slide/path"_json_pointer).get<std::string>()), slide)) return false;
@@ -191,6 +192,8 @@ bool report_matches(const json& j, const grade::GradeParams& p, const fs::path& 
     if (par.at("subtype").get<std::string>() != p.subtype) return false;
     if (std::abs(par.at("hpf_area_mm2").get<double>() - p.hpf.hpf_area_mm2) > 1e-9) return false;
     if (par.at("fields").get<int>() != p.hpf.fields) return false;
+    if (par.at("nuclei_sampling").get<std::string>() != grade::nuclei_sampling_name(p.nuclei_sampling)) return false;
+    if (p.nuclei_sampling != grade::NucleiSampling::none && par.value("nuclei_flips", 1) != p.nuclei.flips) return false;
     return true;
   } catch (const json::exception&) {
     return false;
@@ -203,7 +206,7 @@ using grade::cli::fixed;
 
 int main(int argc, char** argv) {
   std::string manifest_path, out_dir, shard, nuclei_mode = "sample";
-  int threads = 0, fields = 10;
+  int threads = 0, fields = 10, nuclei_flips = 1;
   double hpf_area = 0.0, field_diameter = 0.0;
 
   po::options_description visible(
@@ -221,6 +224,8 @@ int main(int argc, char** argv) {
       "field-diameter-mm", po::value<double>(&field_diameter), "field diameter at the slide; sets the HPF area")(
       "fields", po::value<int>(&fields)->default_value(10), "number of HPF in the counting window")(
       "nuclei", po::value<std::string>(&nuclei_mode)->default_value("sample"), "nucleus analysis: all | sample | none")(
+      "nuclei-flips", po::value<int>(&nuclei_flips)->default_value(1),
+      "nucleus network passes per tile (mirrored copies averaged): 1, 2, 4 or 8")(
       "quiet,q", "no progress on stderr")("version", "print the version");
   po::options_description hidden;
   hidden.add_options()("manifest", po::value<std::string>(&manifest_path));
@@ -274,6 +279,8 @@ int main(int argc, char** argv) {
   grade::GradeParams base;
   if (std::string err = grade::cli::apply_nuclei_option(nuclei_mode, base.nuclei_sampling); !err.empty())
     return usage(err);
+  if (std::string err = grade::cli::check_flips_option("--nuclei-flips", nuclei_flips); !err.empty()) return usage(err);
+  base.nuclei.flips = nuclei_flips;
   if (std::string err = grade::cli::apply_hpf_options(vm.count("hpf-area-mm2") > 0, hpf_area,
                                                       vm.count("field-diameter-mm") > 0, field_diameter, fields,
                                                       base.hpf);

@@ -142,8 +142,8 @@ int main(int argc, char** argv) {
     grade::cli::print_error(kTool, "--threads must be >= 1, got " + std::to_string(threads));
     return 2;
   }
-  if (flips != 1 && flips != 2 && flips != 4 && flips != 8) {
-    grade::cli::print_error(kTool, "--flips must be 1, 2, 4 or 8, got " + std::to_string(flips));
+  if (std::string err = grade::cli::check_flips_option("--flips", flips); !err.empty()) {
+    grade::cli::print_error(kTool, err);
     return 2;
   }
   if (flips != 1 && stage != "nuclei") {

@@ -43,6 +43,9 @@ enum class NucleiSampling {
   none         // skip the nucleus stage
 };
 
+// "all_tissue", "sample" or "none", as report.json's parameters.nuclei_sampling gives it.
+const char* nuclei_sampling_name(NucleiSampling sampling);
+
 struct GradeParams {
   // Differentiation: the pathologist's score 1..3, or a subtype name (fnclcc.hpp, differentiation_from_subtype) when
   // no score is given. Both empty -> the report gives the possible grades and is marked incomplete.

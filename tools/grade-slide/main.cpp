@@ -157,8 +157,8 @@ int main(int argc, char** argv) {
       "nuclei", po::value<std::string>(&nuclei_mode)->default_value("sample"),
       "nucleus analysis: all | sample (every 8th tissue tile, at least 8) | none")(
       "nuclei-flips", po::value<int>(&nuclei_flips)->default_value(1),
-      "nucleus network passes per tile, averaged over mirrored copies: 1, 2, 4 or 8 (a little more accurate, that "
-      "many times the nucleus stage's time)")(
+      "nucleus network passes per tile, averaged over mirrored copies: 1, 2, 4 or 8 (a little more accurate, up "
+      "to that many times the nucleus stage's time)")(
       "mitosis-threshold", po::value<double>(&mitosis_threshold), "classifier probability for a mitosis (default: the model's operating point)")(
       "out,o", po::value<std::string>(&out_dir), "output folder (default: <slide name>.grade in the current folder)")(
       "quiet,q", "no progress on stderr")("version", "print the version");

@@ -129,7 +129,13 @@ TEST_CASE("shards are disjoint and cover the manifest; failing slides get error 
 }
 
 TEST_CASE("corrupt and unopenable slides give error rows while the others are graded") {
-  const fs::path data = shared_data_or_skip("grade-batch on broken.svs and unopenable.tiff");
+  // Only this case needs ../shared: it skips itself. shared_data_or_skip would exit the program with ctest's "skipped"
+  // code, so the cases after it would never run, and a failure in the cases before it would be reported as a skip.
+  const fs::path data = shared_data();
+  if (data.empty()) {
+    MESSAGE("SKIPPED: ../shared/data is absent (grade-batch on broken.svs and unopenable.tiff)");
+    return;
+  }
   TempDir t("grade-batch-broken");
   make_slides(t.path(), 2);
   write_text(t / "m.csv", "slide,id,differentiation\n"

@@ -446,7 +446,7 @@ NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params) 
   if (!(params.marker_threshold > 0.0 && params.marker_threshold < 1.0))
     throw Error(ErrorCode::invalid_argument,
                 "segment_nuclei: marker_threshold must be in (0, 1), got " + std::to_string(params.marker_threshold));
-  if (params.flips != 1 && params.flips != 2 && params.flips != 4 && params.flips != 8)
+  if (!valid_flips(params.flips))
     throw Error(ErrorCode::invalid_argument, "segment_nuclei: flips must be 1, 2, 4 or 8, got " + std::to_string(params.flips));
   if (params.tile_px < 64 || params.tile_px % 8 != 0 || params.tile_margin_px < 0 || params.tile_margin_px % 8 != 0)
     throw Error(ErrorCode::invalid_argument, "segment_nuclei: tile_px must be a multiple of 8 >= 64 and tile_margin_px a "

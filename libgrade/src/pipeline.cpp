@@ -50,8 +50,7 @@ void check_params(const GradeParams& p) {
     bad("nuclei_sample_fraction must be in (0, 1] (got " + fmt(p.nuclei_sample_fraction) + ")");
   if (p.nuclei_sampling == NucleiSampling::sample && p.nuclei_min_tiles < 1)
     bad("nuclei_min_tiles must be >= 1 (got " + std::to_string(p.nuclei_min_tiles) + ")");
-  if (p.nuclei_sampling != NucleiSampling::none && p.nuclei.flips != 1 && p.nuclei.flips != 2 && p.nuclei.flips != 4 &&
-      p.nuclei.flips != 8)
+  if (p.nuclei_sampling != NucleiSampling::none && !valid_flips(p.nuclei.flips))
     bad("nuclei.flips must be 1, 2, 4 or 8 (got " + std::to_string(p.nuclei.flips) + ")");
   if (!(p.hpf.hpf_area_mm2 > 0.0 && p.hpf.hpf_area_mm2 < 10.0))
     bad("hpf_area_mm2 must be in (0, 10) (got " + fmt(p.hpf.hpf_area_mm2) + ")");

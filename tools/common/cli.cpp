@@ -83,7 +83,7 @@ std::string apply_nuclei_option(const std::string& mode, NucleiSampling& samplin
 }
 
 std::string check_flips_option(const std::string& option, int flips) {
-  if (flips != 1 && flips != 2 && flips != 4 && flips != 8)
+  if (!valid_flips(flips))
     return option + " must be 1, 2, 4 or 8, got " + std::to_string(flips);
   return "";
 }

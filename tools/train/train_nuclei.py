@@ -131,7 +131,7 @@ def photometric(od, rng):
     """Scanner and staining variation beyond the per-channel jitter (--photometric): each stain's optical density
     scaled and shifted in the hematoxylin / eosin / residual basis (Tellez et al., Medical Image Analysis 2019, "HED"
     augmentation: pale and dark hematoxylin, more or less eosin), then slight defocus (Gaussian blur, sigma 0.3-1 px
-    at 0.5 um/px) or sensor noise, each with probability 1/2. od: (h, w, 3) float32 optical density."""
+    at 0.5 um/px) and sensor noise, each with probability 1/2. od: (h, w, 3) float32 optical density."""
     hed = od.reshape(-1, 3) @ HED_INV
     hed = hed * rng.uniform(0.7, 1.3, 3).astype(np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
     od = np.maximum(hed @ HED, 0).reshape(od.shape)

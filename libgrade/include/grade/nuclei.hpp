@@ -81,6 +81,9 @@ struct NucleiParams {
   int flips = 1;
 };
 
+// The values NucleiParams::flips accepts: 1, 2, 4 or 8 (checked by segment_nuclei, grade_slide and the tools).
+constexpr bool valid_flips(int flips) { return flips == 1 || flips == 2 || flips == 4 || flips == 8; }
+
 struct Nucleus {
   std::int32_t id = 0;        // the nucleus's label in NucleiResult::labels
   double x = 0.0, y = 0.0;    // centroid, level-0 pixels

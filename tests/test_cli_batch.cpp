@@ -249,5 +249,15 @@ TEST_CASE("kill -9 in the middle of a batch, then --resume, gives the uninterrup
   const nlohmann::json rep = read_json(out / "s0" / grade::report_json_name);
   CHECK(rep["parameters"]["nuclei_sampling"] == "sample");
   CHECK(rep["parameters"]["nuclei_flips"] == 2);
+  CHECK(rep["parameters"]["nuclei_network"] == "fast");
   CHECK(rep["nuclei"]["count"].get<int>() > 0);
+  // The network too: a report from the fast one is regraded for --nuclei-network accurate, then kept.
+  const std::string accurate = " --threads 2 --nuclei sample --nuclei-flips 2 --nuclei-network accurate --resume";
+  const auto regraded = run(batch(quote((t / "m3.csv").string()) + " --out " + quote(out.string()) + accurate));
+  CHECK_MESSAGE(regraded.exit_code == 0, regraded.output);
+  CHECK(regraded.output.find("other settings") != std::string::npos);
+  CHECK(read_json(out / "s0" / grade::report_json_name)["parameters"]["nuclei_network"] == "accurate");
+  const auto kept = run(batch(quote((t / "m3.csv").string()) + " --out " + quote(out.string()) + accurate));
+  CHECK(kept.exit_code == 0);
+  CHECK(kept.output.find("grading ") == std::string::npos);
 }

@@ -56,6 +56,9 @@ TEST_CASE("grade-slide: usage errors exit 2 and say what is wrong") {
   r = run(slide_cmd() + " " + quote(img.string()) + " --nuclei-flips 3");
   CHECK(r.exit_code == 2);
   CHECK(r.output.find("--nuclei-flips must be 1, 2, 4 or 8, got 3") != std::string::npos);
+  r = run(slide_cmd() + " " + quote(img.string()) + " --nuclei-network turbo");
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("--nuclei-network must be fast or accurate, got 'turbo'") != std::string::npos);
   r = run(slide_cmd() + " " + quote(img.string()) + " --bogus-option");
   CHECK(r.exit_code == 2);
 }
@@ -101,7 +104,7 @@ TEST_CASE("grade-slide: a plain image with --mpp; --quiet; progress lines; repor
   const fs::path err = dir / "stderr.txt";
   auto r = run("sh -c " + quote(slide_cmd() + " " + quote(img.string()) +
                                 " --mpp 0.5 --subtype leiomyosarcoma --field-diameter-mm 0.55 --threads 2 "
-                                "--nuclei-flips 2 --out " +
+                                "--nuclei-flips 2 --nuclei-network accurate --out " +
                                 quote(out.string()) + " 2>" + quote(err.string())));
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
@@ -121,6 +124,8 @@ TEST_CASE("grade-slide: a plain image with --mpp; --quiet; progress lines; repor
   CHECK(rep["parameters"]["hpf_area_mm2"] == doctest::Approx(0.2376).epsilon(0.01));
   CHECK(rep["run"]["threads"] == 2);
   CHECK(rep["parameters"]["nuclei_flips"] == 2);
+  CHECK(rep["parameters"]["nuclei_network"] == "accurate");
+  CHECK(rep["nuclei"]["count"].get<int>() > 0);
 
   const fs::path out2 = dir / "out2";
   r = run("sh -c " + quote(slide_cmd() + " " + quote(img.string()) + " --mpp 0.5 --quiet --out " +
@@ -131,6 +136,7 @@ TEST_CASE("grade-slide: a plain image with --mpp; --quiet; progress lines; repor
   CHECK(rep2["fnclcc"]["complete"] == false);  // no differentiation given
   CHECK(rep2["fnclcc"]["differentiation"].is_null());
   CHECK(rep2["parameters"]["nuclei_flips"] == 1);
+  CHECK(rep2["parameters"]["nuclei_network"] == "fast");
 }
 
 TEST_CASE("grade-slide: SIGINT stops cleanly without a report") {

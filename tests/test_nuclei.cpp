@@ -75,11 +75,15 @@ TEST_CASE("drawn nuclei: count, area, elongation and spindle flags") {
   auto truth = layout();
   const cv::Mat rgb = render(truth, 340, 230, mpp, 1);
   int flips = 1;
+  auto network = grade::NucleiNetwork::fast;
   SUBCASE("one network pass") {}
   SUBCASE("test-time mirrors") { flips = 4; }
   SUBCASE("test-time mirrors and transposes") { flips = 8; }
+  SUBCASE("the accurate network") { network = grade::NucleiNetwork::accurate; }
   CAPTURE(flips);
-  const auto r = grade::segment_nuclei(grade::make_view(rgb, mpp), {.flips = flips});
+  const std::string network_name = grade::nuclei_network_name(network);
+  CAPTURE(network_name);
+  const auto r = grade::segment_nuclei(grade::make_view(rgb, mpp), {.network = network, .flips = flips});
   REQUIRE(r.labels.size() == rgb.size());
   REQUIRE(r.labels.type() == CV_32S);
   CHECK(r.nuclei.size() == truth.size());
@@ -98,15 +102,32 @@ TEST_CASE("drawn nuclei: count, area, elongation and spindle flags") {
   }
 }
 
+TEST_CASE("network names: fast and accurate, both ways") {
+  for (const auto n : {grade::NucleiNetwork::fast, grade::NucleiNetwork::accurate}) {
+    auto back = n == grade::NucleiNetwork::fast ? grade::NucleiNetwork::accurate : grade::NucleiNetwork::fast;
+    CHECK(grade::parse_nuclei_network(grade::nuclei_network_name(n), &back));
+    CHECK(back == n);
+  }
+  CHECK(std::string(grade::nuclei_network_name(grade::NucleiNetwork::accurate)) == "accurate");
+  auto n = grade::NucleiNetwork::fast;
+  CHECK_FALSE(grade::parse_nuclei_network("Accurate", &n));
+  CHECK_FALSE(grade::parse_nuclei_network("", &n));
+  CHECK(n == grade::NucleiNetwork::fast);
+}
+
 TEST_CASE("results do not depend on OpenCV's thread count") {
   auto truth = layout();
   const cv::Mat rgb = render(truth, 340, 230, 0.5, 2);
+  auto network = grade::NucleiNetwork::fast;
+  SUBCASE("fast network") {}
+  SUBCASE("accurate network") { network = grade::NucleiNetwork::accurate; }
   const int before = cv::getNumThreads();
   cv::setNumThreads(1);
-  const auto a = grade::segment_nuclei(grade::make_view(rgb, 0.5), {.tile_px = 128});
+  const auto a = grade::segment_nuclei(grade::make_view(rgb, 0.5), {.network = network, .tile_px = 128});
   cv::setNumThreads(2);
-  const auto b = grade::segment_nuclei(grade::make_view(rgb, 0.5), {.tile_px = 128});
+  const auto b = grade::segment_nuclei(grade::make_view(rgb, 0.5), {.network = network, .tile_px = 128});
   cv::setNumThreads(before);
+  CHECK(a.nuclei.size() > 10);
   CHECK(cv::countNonZero(a.labels != b.labels) == 0);
   REQUIRE(a.nuclei.size() == b.nuclei.size());
   for (std::size_t i = 0; i < a.nuclei.size(); ++i) CHECK(a.nuclei[i].area_um2 == b.nuclei[i].area_um2);
@@ -240,6 +261,8 @@ TEST_CASE("clear errors for empty, non-RGB or scale-less input and bad parameter
                        grade::Error);
   CHECK_THROWS_WITH_AS(grade::segment_nuclei(grade::make_view(rgb, 0.5), {.flips = 3}), doctest::Contains("flips"),
                        grade::Error);
+  CHECK_THROWS_WITH_AS(grade::segment_nuclei(grade::make_view(rgb, 0.5), {.network = grade::NucleiNetwork{7}}),
+                       doctest::Contains("network must be fast or accurate"), grade::Error);
   // Blank glass: no nuclei, no error.
   const cv::Mat glass(64, 64, CV_8UC3, cv::Scalar(245, 245, 245));
   CHECK(grade::segment_nuclei(grade::make_view(glass, 0.5)).nuclei.empty());
@@ -275,7 +298,7 @@ TEST_CASE("offset maps: halves of one nucleus are merged, two touching nuclei ar
   CHECK(labels.at<int>(20, 30) == 2);
 }
 
-TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flips, --overlay, clear errors") {
+TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flips, --network, --overlay, clear errors") {
   namespace test = grade::test;
   test::TempDir dir("grade-nuclei-cli");
   auto truth = layout();
@@ -284,17 +307,21 @@ TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flip
   cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
   REQUIRE(cv::imwrite((dir / "drawn.png").string(), bgr));
   const std::string inspect = test::quote(test::tool("grade-inspect").string());
-  for (int flips : {1, 4}) {
+  for (const auto& [flips, network] : {std::pair{1, grade::NucleiNetwork::fast}, std::pair{4, grade::NucleiNetwork::fast},
+                                       std::pair{1, grade::NucleiNetwork::accurate}}) {
+    const std::string network_name = grade::nuclei_network_name(network);
     CAPTURE(flips);
-    const auto out = dir / ("out" + std::to_string(flips));
+    CAPTURE(network_name);
+    const auto out = dir / ("out" + std::to_string(flips) + network_name);
     const auto r = test::run(inspect + " nuclei --mpp 0.5 --flips " + std::to_string(flips) +
+                             (network == grade::NucleiNetwork::accurate ? " --network accurate" : "") +
                              (flips == 4 ? " --overlay" : "") + " --out " +
                              test::quote(out.string()) + " " + test::quote((dir / "drawn.png").string()));
     REQUIRE_MESSAGE(r.exit_code == 0, r.output);
     const cv::Mat labels = cv::imread((out / "drawn.png").string(), cv::IMREAD_UNCHANGED);
     REQUIRE(labels.type() == CV_16U);
     CHECK(labels.size() == rgb.size());
-    const auto direct = grade::segment_nuclei(grade::make_view(rgb, 0.5), {.flips = flips});
+    const auto direct = grade::segment_nuclei(grade::make_view(rgb, 0.5), {.network = network, .flips = flips});
     cv::Mat direct16;
     direct.labels.convertTo(direct16, CV_16U);
     CHECK(cv::countNonZero(labels != direct16) == 0);
@@ -327,6 +354,14 @@ TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flip
                                test::quote((dir / "drawn.png").string()));
   CHECK(other.exit_code == 2);
   CHECK(other.output.find("nuclei stage only") != std::string::npos);
+  const auto turbo = test::run(inspect + " nuclei --mpp 0.5 --network turbo --out " + test::quote((dir / "x").string()) +
+                               " " + test::quote((dir / "drawn.png").string()));
+  CHECK(turbo.exit_code == 2);
+  CHECK(turbo.output.find("--network must be fast or accurate, got 'turbo'") != std::string::npos);
+  const auto tissue = test::run(inspect + " tissue --mpp 0.5 --network accurate --out " +
+                                test::quote((dir / "x").string()) + " " + test::quote((dir / "drawn.png").string()));
+  CHECK(tissue.exit_code == 2);
+  CHECK(tissue.output.find("--network applies to the nuclei stage only") != std::string::npos);
   const auto stain = test::run(inspect + " stain --mpp 0.5 --overlay --out " + test::quote((dir / "x").string()) + " " +
                                test::quote((dir / "drawn.png").string()));
   CHECK(stain.exit_code == 2);

@@ -225,6 +225,11 @@ TEST_CASE("grade_slide: parameter and input errors name the problem") {
   auto [c3, m3] = error_of([&] { grade::grade_slide(s, p); });
   CHECK(c3 == grade::ErrorCode::invalid_argument);
   CHECK(m3.find("nuclei.flips must be 1, 2, 4 or 8 (got 3)") != std::string::npos);
+  p.nuclei.flips = 1;
+  p.nuclei.network = grade::NucleiNetwork{7};
+  auto [c4, m4] = error_of([&] { grade::grade_slide(s, p); });
+  CHECK(c4 == grade::ErrorCode::invalid_argument);
+  CHECK(m4.find("nuclei.network must be fast or accurate (got 7)") != std::string::npos);
 }
 
 TEST_CASE("grade_slide: no tissue is a clear error; an ROI off the tissue too") {

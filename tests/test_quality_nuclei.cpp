@@ -1,5 +1,5 @@
-// Nucleus segmentation quality on real data (../shared/data/nuclei), on images the embedded network never saw in
-// training (it was trained on the other cross-validation fold; benchmarks/README.md). Each floor is the score measured
+// Nucleus segmentation quality on real data (../shared/data/nuclei), on images the embedded networks never saw in
+// training (both were trained on the other cross-validation fold; benchmarks/README.md). Each floor is the score measured
 // with bench_nuclei_quality on the same subset, minus 0.02: the test fails when a change makes it worse than that.
 #include <doctest/doctest.h>
 
@@ -24,6 +24,9 @@ constexpr double MONUSEG_AJI = 0.536, MONUSEG_F1 = 0.693, CPM15_AJI = 0.596, CPM
 // The same with four network passes per tile (NucleiParams::flips = 4).
 constexpr double FLIPS4_MONUSEG_AJI = 0.546, FLIPS4_MONUSEG_F1 = 0.705, FLIPS4_CPM15_AJI = 0.610,
                  FLIPS4_CPM15_F1 = 0.725, FLIPS4_CONSEP_AJI = 0.472, FLIPS4_CONSEP_SPINDLE_F1 = 0.461;
+// The accurate network (NucleiNetwork::accurate, one pass; also trained on the other fold).
+constexpr double ACCURATE_MONUSEG_AJI = 0.545, ACCURATE_MONUSEG_F1 = 0.707, ACCURATE_CPM15_AJI = 0.626,
+                 ACCURATE_CPM15_F1 = 0.730, ACCURATE_CONSEP_AJI = 0.495, ACCURATE_CONSEP_SPINDLE_F1 = 0.475;
 
 // A held-out image, decoded once for every test case that scores it (one pass and four).
 struct Loaded {
@@ -47,11 +50,12 @@ const std::vector<Loaded>& load(const std::string& dataset, const std::set<std::
   return it->second;
 }
 
-grade::detail::NucleiMetrics score(const std::string& dataset, const std::set<std::string>& names, int flips = 1) {
+grade::detail::NucleiMetrics score(const std::string& dataset, const std::set<std::string>& names, int flips = 1,
+                                   grade::NucleiNetwork network = grade::NucleiNetwork::fast) {
   grade::detail::NucleiEvalSums total;
   int n = 0;
   for (const Loaded& l : load(dataset, names)) {
-    const auto r = grade::segment_nuclei(grade::make_view(l.rgb, l.mpp), {.flips = flips});
+    const auto r = grade::segment_nuclei(grade::make_view(l.rgb, l.mpp), {.network = network, .flips = flips});
     std::set<int> sp;
     for (const auto& nu : r.nuclei)
       if (nu.spindle) sp.insert(nu.id);
@@ -60,7 +64,7 @@ grade::detail::NucleiMetrics score(const std::string& dataset, const std::set<st
   }
   REQUIRE(n == static_cast<int>(names.size()));
   const auto m = grade::detail::nuclei_metrics(total);
-  MESSAGE(dataset << " (flips " << flips << "): AJI " << m.aji << " Dice " << m.dice << " F1 " << m.f1 << " PQ "
+  MESSAGE(dataset << " (" << std::string(grade::nuclei_network_name(network)) << " network, flips " << flips << "): AJI " << m.aji << " Dice " << m.dice << " F1 " << m.f1 << " PQ "
                   << m.pq << " spindle F1 " << m.sp_f1);
   return m;
 }
@@ -112,4 +116,16 @@ TEST_CASE("held-out images with test-time flips (4 network passes)") {
   const auto co = score("consep", consep_names(), 4);
   CHECK(co.aji >= FLIPS4_CONSEP_AJI - 0.02);
   CHECK(co.sp_f1 >= FLIPS4_CONSEP_SPINDLE_F1 - 0.02);
+}
+
+TEST_CASE("held-out images with the accurate network") {
+  const auto mo = score("monuseg", kMonuseg, 1, grade::NucleiNetwork::accurate);
+  CHECK(mo.aji >= ACCURATE_MONUSEG_AJI - 0.02);
+  CHECK(mo.f1 >= ACCURATE_MONUSEG_F1 - 0.02);
+  const auto cp = score("cpm15", kCpm15, 1, grade::NucleiNetwork::accurate);
+  CHECK(cp.aji >= ACCURATE_CPM15_AJI - 0.02);
+  CHECK(cp.f1 >= ACCURATE_CPM15_F1 - 0.02);
+  const auto co = score("consep", consep_names(), 1, grade::NucleiNetwork::accurate);
+  CHECK(co.aji >= ACCURATE_CONSEP_AJI - 0.02);
+  CHECK(co.sp_f1 >= ACCURATE_CONSEP_SPINDLE_F1 - 0.02);
 }

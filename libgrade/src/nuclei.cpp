@@ -22,6 +22,7 @@
 #include "net_pool.hpp"
 
 GRADE_DECLARE_MODEL(nuclei_unet)
+GRADE_DECLARE_MODEL(nuclei_unet_accurate)
 
 namespace grade {
 
@@ -29,10 +30,10 @@ namespace {
 
 thread_local std::vector<unsigned char> t_model_override;
 
-// The networks: a pool for the embedded model (shared by all threads, kept for the life of the process so a new
-// worker thread or the next slide reuses a loaded network and its buffers), and a per-thread pool for a model set by
-// detail::set_thread_nuclei_model.
-const detail::NetPool& net_pool() {
+// The networks: a pool per embedded model (shared by all threads, kept for the life of the process so a new worker
+// thread or the next slide reuses a loaded network and its buffers; loaded on first use), and a per-thread pool for a
+// model set by detail::set_thread_nuclei_model.
+const detail::NetPool& net_pool(NucleiNetwork network) {
   auto make = [](std::vector<unsigned char> bytes) {
     auto p = std::make_unique<detail::NetPool>();
     p->bytes = std::move(bytes);
@@ -40,8 +41,12 @@ const detail::NetPool& net_pool() {
     return p;
   };
   if (t_model_override.empty()) {
-    static const std::unique_ptr<detail::NetPool> embedded = make(GRADE_MODEL_BYTES(nuclei_unet));
-    return *embedded;
+    if (network == NucleiNetwork::accurate) {
+      static const std::unique_ptr<detail::NetPool> accurate = make(GRADE_MODEL_BYTES(nuclei_unet_accurate));
+      return *accurate;
+    }
+    static const std::unique_ptr<detail::NetPool> fast = make(GRADE_MODEL_BYTES(nuclei_unet));
+    return *fast;
   }
   thread_local std::unique_ptr<detail::NetPool> custom;
   if (!custom || custom->bytes != t_model_override) custom = make(t_model_override);
@@ -99,9 +104,9 @@ cv::Mat average_flips(const Run& run, const cv::Mat& blob, const cv::Mat& first,
 // The input blob is filled in place (one pass: mirror padding, uint8 -> float, planar) and kept per thread, so a tile
 // costs no large allocation or extra copy besides the network's own (fresh multi-megabyte buffers cost page faults).
 // With flips > 1 the network also runs on mirrored and transposed copies of each tile (average_flips).
-std::vector<cv::Mat> predict(const cv::Mat& rgb, int tile, int margin, int flips) {
+std::vector<cv::Mat> predict(const cv::Mat& rgb, NucleiNetwork network, int tile, int margin, int flips) {
   std::vector<cv::Mat> maps;
-  const detail::NetPool::Lease lease(net_pool());
+  const detail::NetPool::Lease lease(net_pool(network));
   cv::dnn::Net& net = *lease.net;
   thread_local cv::Mat blob, logit;
   auto run = [&net](const cv::Mat& in) {
@@ -316,7 +321,7 @@ namespace detail {
 void set_thread_nuclei_model(std::vector<unsigned char> onnx) { t_model_override = std::move(onnx); }
 
 std::vector<cv::Mat> network_maps(const cv::Mat& rgb, const NucleiParams& params) {
-  return predict(rgb, params.tile_px, params.tile_margin_px, params.flips);
+  return predict(rgb, params.network, params.tile_px, params.tile_margin_px, params.flips);
 }
 
 // Merges touching instances that are parts of one nucleus, by the offset maps (HoVer-Net's horizontal and vertical
@@ -432,8 +437,24 @@ void merge_by_offsets(cv::Mat& labels, const cv::Mat& h, const cv::Mat& v, doubl
 }
 }  // namespace detail
 
+const char* nuclei_network_name(NucleiNetwork network) {
+  return network == NucleiNetwork::accurate ? "accurate" : "fast";
+}
+
+bool parse_nuclei_network(const std::string& name, NucleiNetwork* network) {
+  for (const NucleiNetwork n : {NucleiNetwork::fast, NucleiNetwork::accurate})
+    if (name == nuclei_network_name(n)) {
+      *network = n;
+      return true;
+    }
+  return false;
+}
+
 NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params) {
   check_view(image, "segment_nuclei");
+  if (params.network != NucleiNetwork::fast && params.network != NucleiNetwork::accurate)
+    throw Error(ErrorCode::invalid_argument, "segment_nuclei: network must be fast or accurate, got " +
+                                                 std::to_string(static_cast<int>(params.network)));
   auto positive = [](double v, const char* name) {
     if (!(v > 0.0) || !std::isfinite(v))
       throw Error(ErrorCode::invalid_argument, std::string("segment_nuclei: ") + name + " must be > 0, got " + std::to_string(v));
@@ -462,7 +483,7 @@ NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params) 
                       std::max(1, static_cast<int>(std::lround(rgb.rows * scale))));
     cv::resize(rgb, work, ws, 0, 0, scale < 1.0 ? cv::INTER_AREA : cv::INTER_LINEAR);
   }
-  auto maps = predict(work, params.tile_px, params.tile_margin_px, params.flips);
+  auto maps = predict(work, params.network, params.tile_px, params.tile_margin_px, params.flips);
   // A light smoothing of the distance removes single-pixel ripples that would seed extra markers.
   cv::GaussianBlur(maps[1], maps[1], cv::Size(3, 3), 0.8, 0.8, cv::BORDER_REFLECT_101);
   cv::Mat contact;                  // evidence that two nuclei touch (offset networks, contact_weight > 0 only)

@@ -119,6 +119,7 @@ ordered_json report_object(const SlideReport& rep) {
                      {"nuclei_sample_fraction", p.nuclei_sample_fraction},
                      {"nuclei_min_tiles", p.nuclei_min_tiles},
                      {"nuclei_flips", p.nuclei.flips},
+                     {"nuclei_network", nuclei_network_name(p.nuclei.network)},
                      {"mitosis_threshold", p.mitosis.threshold},
                      {"mitosis_working_mpp", p.mitosis.working_mpp},
                      {"nuclei_working_mpp", p.nuclei.working_mpp},

@@ -88,6 +88,11 @@ std::string check_flips_option(const std::string& option, int flips) {
   return "";
 }
 
+std::string parse_network_option(const std::string& option, const std::string& name, NucleiNetwork* network) {
+  if (!parse_nuclei_network(name, network)) return option + " must be fast or accurate, got '" + name + "'";
+  return "";
+}
+
 void print_error(const std::string& tool, const std::string& message) {
   std::cerr << tool << ": error: " << message << "\n";
 }

@@ -39,6 +39,10 @@ std::string apply_nuclei_option(const std::string& mode, NucleiSampling& samplin
 // the message. "" or the message for a usage error.
 std::string check_flips_option(const std::string& option, int flips);
 
+// --network / --nuclei-network fast|accurate (NucleiParams::network), parsed into `network`; "" or the message for a
+// usage error.
+std::string parse_network_option(const std::string& option, const std::string& name, NucleiNetwork* network);
+
 // The tools parallelise over tiles (--threads workers), so OpenCV's own parallel loops are turned off: otherwise a
 // stage's convolutions spread over every core on top of the workers, and --threads 1 used ~1.3 cores (measured:
 // 36 CPU-s in 28 s wall on a 20k x 20k slide). With it, --threads N means N cores; all cores (the default) is as fast.

@@ -34,6 +34,7 @@ class NucleiInspector final : public Inspector {
     const ImageView view = slide.read_region(Rect64{0, 0, slide.width(), slide.height()}, 0);
     NucleiParams params;
     params.flips = options_.flips;
+    params.network = options_.network;
     const NucleiResult r = segment_nuclei(view, params);
     if (r.nuclei.size() > 65535)
       throw Error(ErrorCode::invalid_argument, input.path.string() + ": " + std::to_string(r.nuclei.size()) +

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "grade/nuclei.hpp"
 #include "grade/slide.hpp"
 
 namespace grade::inspect {
@@ -14,6 +15,7 @@ struct Options {
   std::filesystem::path out_dir;  // exists when an Inspector is made
   int threads = 1;
   int flips = 1;  // nuclei: NucleiParams::flips
+  NucleiNetwork network = NucleiNetwork::fast;  // nuclei: NucleiParams::network
   bool overlay = false;  // nuclei: also write <stem>.overlay.png (render_nuclei_overlay)
 };
 

@@ -12,6 +12,7 @@
 //   --fg T --marker T --merge D --min-area A --tile PX --margin PX  NucleiParams to try
 //   --contact W --otol T  the same for networks with offset maps (contact_weight, offset_merge_tolerance)
 //   --flips N  test-time flips (1, 2, 4 or 8 network passes per tile)
+//   --network fast|accurate  which embedded network (NucleiParams::network; --model and --cv override it)
 //   --working-mpp X  the resolution the network runs at (it was trained at 0.5 um/px)
 //   --sp-elongation E --sp-solidity S --sp-probability P --sp-confident P --sp-alignment A  the spindle rule's thresholds
 //   --dump FILE  per predicted nucleus: centroid (um), features, the spindle flag, whether it matches a GT nucleus
@@ -62,6 +63,12 @@ int main(int argc, char** argv) {
     else if (a == "--contact") params.contact_weight = std::stod(next());
     else if (a == "--otol") params.offset_merge_tolerance = std::stod(next());
     else if (a == "--flips") params.flips = std::stoi(next());
+    else if (a == "--network") {
+      if (!grade::parse_nuclei_network(next(), &params.network)) {
+        std::cerr << "--network must be fast or accurate\n";
+        return 2;
+      }
+    }
     else if (a == "--working-mpp") params.working_mpp = std::stod(next());
     else if (a == "--margin") params.tile_margin_px = std::stoi(next());
     else if (a == "--tile") params.tile_px = std::stoi(next());

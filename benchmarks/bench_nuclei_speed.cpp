@@ -15,9 +15,10 @@
 // measure what that is worth.
 //
 // usage: bench_nuclei_speed [SLIDE] [--mpp X] [--repeat N] [--cold] [--default-malloc] [--model FILE.onnx]
-//                           [--contact W] [--otol T] [--flips N]
-//   SLIDE defaults to ../shared/data/wsi/cmu-1-small-region.svs; --model times another network than the embedded one
-//   (a per-thread copy); --contact / --otol / --flips set NucleiParams::contact_weight / offset_merge_tolerance / flips.
+//                           [--contact W] [--otol T] [--flips N] [--network fast|accurate]
+//   SLIDE defaults to ../shared/data/wsi/cmu-1-small-region.svs; --model times another network than the embedded ones
+//   (a per-thread copy); --contact / --otol / --flips / --network set NucleiParams::contact_weight /
+//   offset_merge_tolerance / flips / network (which embedded network).
 #include <time.h>
 
 #include <algorithm>
@@ -64,6 +65,12 @@ int main(int argc, char** argv) {
     else if (a == "--contact" && i + 1 < argc) base.contact_weight = std::stod(argv[++i]);
     else if (a == "--otol" && i + 1 < argc) base.offset_merge_tolerance = std::stod(argv[++i]);
     else if (a == "--flips" && i + 1 < argc) base.flips = std::stoi(argv[++i]);
+    else if (a == "--network" && i + 1 < argc) {
+      if (!grade::parse_nuclei_network(argv[++i], &base.network)) {
+        std::fprintf(stderr, "bench_nuclei_speed: --network must be fast or accurate, got %s\n", argv[i]);
+        return 2;
+      }
+    }
     else if (a == "--model" && i + 1 < argc) {
       std::ifstream in(argv[++i], std::ios::binary);
       if (!in) {

@@ -232,7 +232,7 @@ int main(int argc, char** argv) {
       "nuclei-flips", po::value<int>(&nuclei_flips)->default_value(1),
       "nucleus network passes per tile (mirrored copies averaged): 1, 2, 4 or 8")(
       "nuclei-network", po::value<std::string>(&nuclei_network)->default_value("fast"),
-      "nucleus segmentation network: fast | accurate (about 2.8 times the nucleus stage's time)")(
+      "nucleus segmentation network: fast | accurate (about 2.7 times the nucleus stage's time)")(
       "quiet,q", "no progress on stderr")("version", "print the version");
   po::options_description hidden;
   hidden.add_options()("manifest", po::value<std::string>(&manifest_path));

@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
       "nucleus network passes per tile, averaged over mirrored copies: 1, 2, 4 or 8 (a little more accurate, up "
       "to that many times the nucleus stage's time)")(
       "nuclei-network", po::value<std::string>(&nuclei_network)->default_value("fast"),
-      "nucleus segmentation network: fast | accurate (higher scores on every data set held out, about 2.8 times the "
+      "nucleus segmentation network: fast | accurate (higher scores on every data set held out, about 2.7 times the "
       "nucleus stage's time)")(
       "mitosis-threshold", po::value<double>(&mitosis_threshold), "classifier probability for a mitosis (default: the model's operating point)")(
       "out,o", po::value<std::string>(&out_dir), "output folder (default: <slide name>.grade in the current folder)")(

@@ -22,6 +22,12 @@ since the sixteenth session with --scale-jitter 1.6):
       --hv-weight 2 --lr 3e-3 --steps 24000 --minutes 170 --seed 21 --threads 1 --scale-jitter 1.6 \
       --out /tmp/nuc/sj1.onnx
   cp /tmp/nuc/sj1.onnx libgrade/models/nuclei_unet.onnx
+The accurate network (libgrade/models/nuclei_unet_accurate.onnx, NucleiParams::network = accurate; twenty-first
+session, 68 min on one core beside the fold-0 run) is the same command with twice the channels and fewer steps:
+  /usr/bin/python3 tools/train/train_nuclei.py --data ../shared/data/nuclei --folds 2 --fold 1 --widths 32,32,64 \
+      --hv-weight 2 --lr 3e-3 --steps 16000 --minutes 150 --seed 21 --threads 1 --scale-jitter 1.6 \
+      --out /tmp/s21/w32f1.onnx
+  cp /tmp/s21/w32f1.onnx libgrade/models/nuclei_unet_accurate.onnx
 Distillation (tried for a narrower, faster network; not kept, benchmarks/README.md): --teacher WIDE.pt adds the wide
 network's outputs as targets, --unlabelled ../shared/data/mitosis/amibr adds crops of unlabelled H&E for them.
 """

@@ -47,7 +47,7 @@ namespace grade {
 // (nuclei_unet_accurate.onnx: the same U-Net with 32-32-64 channels, ~10.4k multiply-adds per pixel, trained by the same
 // command with --widths 32,32,64 --steps 16000) scores higher on every data set held out (pooled cross-validation
 // CoNSeP AJI 0.477 against 0.452, spindle F1 0.431 against 0.418, MoNuSeg 0.543 against 0.525, CPM-15 0.645 against
-// 0.618) for about 2.8 times the CPU time of the nucleus stage: a better use of that time than 4 test-time flips of
+// 0.618) for about 2.7 times the CPU time of the nucleus stage: a better use of that time than 4 test-time flips of
 // the fast one (benchmarks/README.md, "Twenty-first session"). Both are the fold-1 networks (trained on fold 0).
 enum class NucleiNetwork { fast, accurate };
 

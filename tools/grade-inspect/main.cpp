@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
       "nuclei: network passes per tile, averaged over mirrored (2, 4) and transposed (8) copies; 4 is more accurate "
       "and takes about 3.5 times the CPU (benchmarks/README.md)")(
       "network", po::value<std::string>(&network_name)->default_value("fast"),
-      "nuclei: fast | accurate; the accurate network scores higher on every data set held out and takes about 2.8 "
+      "nuclei: fast | accurate; the accurate network scores higher on every data set held out and takes about 2.7 "
       "times the CPU (benchmarks/README.md)")(
       "overlay", po::bool_switch(&overlay),
       "nuclei: also write DIR/<image-stem>.overlay.png, the image with each nucleus outlined (spindle yellow, others "

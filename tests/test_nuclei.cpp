@@ -298,7 +298,7 @@ TEST_CASE("offset maps: halves of one nucleus are merged, two touching nuclei ar
   CHECK(labels.at<int>(20, 30) == 2);
 }
 
-TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flips, --network, --overlay, clear errors") {
+TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flips, --network, --overlay, errors") {
   namespace test = grade::test;
   test::TempDir dir("grade-nuclei-cli");
   auto truth = layout();
@@ -307,8 +307,9 @@ TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flip
   cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
   REQUIRE(cv::imwrite((dir / "drawn.png").string(), bgr));
   const std::string inspect = test::quote(test::tool("grade-inspect").string());
-  for (const auto& [flips, network] : {std::pair{1, grade::NucleiNetwork::fast}, std::pair{4, grade::NucleiNetwork::fast},
-                                       std::pair{1, grade::NucleiNetwork::accurate}}) {
+  using grade::NucleiNetwork;
+  for (const auto& [flips, network] : {std::pair{1, NucleiNetwork::fast}, std::pair{4, NucleiNetwork::fast},
+                                       std::pair{1, NucleiNetwork::accurate}}) {
     const std::string network_name = grade::nuclei_network_name(network);
     CAPTURE(flips);
     CAPTURE(network_name);
@@ -354,8 +355,8 @@ TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flip
                                test::quote((dir / "drawn.png").string()));
   CHECK(other.exit_code == 2);
   CHECK(other.output.find("nuclei stage only") != std::string::npos);
-  const auto turbo = test::run(inspect + " nuclei --mpp 0.5 --network turbo --out " + test::quote((dir / "x").string()) +
-                               " " + test::quote((dir / "drawn.png").string()));
+  const auto turbo = test::run(inspect + " nuclei --mpp 0.5 --network turbo --out " +
+                               test::quote((dir / "x").string()) + " " + test::quote((dir / "drawn.png").string()));
   CHECK(turbo.exit_code == 2);
   CHECK(turbo.output.find("--network must be fast or accurate, got 'turbo'") != std::string::npos);
   const auto tissue = test::run(inspect + " tissue --mpp 0.5 --network accurate --out " +

@@ -1,6 +1,7 @@
 // Nucleus segmentation quality on real data (../shared/data/nuclei), on images the embedded networks never saw in
-// training (both were trained on the other cross-validation fold; benchmarks/README.md). Each floor is the score measured
-// with bench_nuclei_quality on the same subset, minus 0.02: the test fails when a change makes it worse than that.
+// training (both were trained on the other cross-validation fold; benchmarks/README.md). Each floor is the score
+// measured with bench_nuclei_quality on the same subset, minus 0.02: the test fails when a change makes it worse than
+// that.
 #include <doctest/doctest.h>
 
 #include <cstdio>
@@ -67,7 +68,8 @@ grade::detail::NucleiMetrics score(const std::string& dataset, const std::set<st
   }
   REQUIRE(n == static_cast<int>(names.size()));
   const auto m = grade::detail::nuclei_metrics(total);
-  MESSAGE(dataset << " (" << std::string(grade::nuclei_network_name(network)) << " network, flips " << flips << "): AJI " << m.aji << " Dice " << m.dice << " F1 " << m.f1 << " PQ "
+  MESSAGE(dataset << " (" << std::string(grade::nuclei_network_name(network)) << " network, flips " << flips
+                  << "): AJI " << m.aji << " Dice " << m.dice << " F1 " << m.f1 << " PQ "
                   << m.pq << " spindle F1 " << m.sp_f1);
   return m;
 }
@@ -126,10 +128,11 @@ TEST_CASE("held-out images with the accurate network, one pass and four") {
     int flips;
     double monuseg_aji, monuseg_f1, cpm15_aji, cpm15_f1, consep_aji, consep_spindle_f1;
   };
-  for (const Floors& f : {Floors{1, ACCURATE_MONUSEG_AJI, ACCURATE_MONUSEG_F1, ACCURATE_CPM15_AJI, ACCURATE_CPM15_F1,
-                                 ACCURATE_CONSEP_AJI, ACCURATE_CONSEP_SPINDLE_F1},
-                          Floors{4, ACCURATE4_MONUSEG_AJI, ACCURATE4_MONUSEG_F1, ACCURATE4_CPM15_AJI, ACCURATE4_CPM15_F1,
-                                 ACCURATE4_CONSEP_AJI, ACCURATE4_CONSEP_SPINDLE_F1}}) {
+  const Floors one{1, ACCURATE_MONUSEG_AJI, ACCURATE_MONUSEG_F1, ACCURATE_CPM15_AJI, ACCURATE_CPM15_F1,
+                   ACCURATE_CONSEP_AJI, ACCURATE_CONSEP_SPINDLE_F1};
+  const Floors four{4, ACCURATE4_MONUSEG_AJI, ACCURATE4_MONUSEG_F1, ACCURATE4_CPM15_AJI, ACCURATE4_CPM15_F1,
+                    ACCURATE4_CONSEP_AJI, ACCURATE4_CONSEP_SPINDLE_F1};
+  for (const Floors& f : {one, four}) {
     CAPTURE(f.flips);
     const auto mo = score("monuseg", kMonuseg, f.flips, grade::NucleiNetwork::accurate);
     CHECK(mo.aji >= f.monuseg_aji - 0.02);

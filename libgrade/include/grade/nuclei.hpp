@@ -45,8 +45,8 @@ namespace grade {
 
 // Which embedded network segments the nuclei. `fast` (the default, libgrade/models/nuclei_unet.onnx: 16-16-32
 // channels, ~2.7k multiply-adds per input pixel) is the one the speed target is measured with. `accurate`
-// (nuclei_unet_accurate.onnx: the same U-Net with 32-32-64 channels, ~10.4k multiply-adds per pixel, trained by the same
-// command with --widths 32,32,64 --steps 16000) scores higher on every data set held out (pooled cross-validation
+// (nuclei_unet_accurate.onnx: the same U-Net with 32-32-64 channels, ~10.4k multiply-adds per pixel, trained by the
+// same command with --widths 32,32,64 --steps 16000) scores higher on every data set held out (pooled cross-validation
 // CoNSeP AJI 0.477 against 0.452, spindle F1 0.431 against 0.418, MoNuSeg 0.543 against 0.525, CPM-15 0.645 against
 // 0.618) for about 2.7 times the CPU time of the nucleus stage: a better use of that time than 4 test-time flips of
 // the fast one (benchmarks/README.md, "Twenty-first session"). Both are the fold-1 networks (trained on fold 0).
@@ -64,8 +64,9 @@ struct NucleiParams {
   double working_mpp = 0.5;
   StainVectors stains = standard_stains();  // for the hematoxylin features (mean_h_od, std_h_od)
   // Post-processing thresholds, chosen on the images the fast network trained on (never on the held-out ones the
-  // quality test uses; benchmarks/README.md gives the sweep); the accurate network uses them as they are. The merge depth is a compromise: MoNuSeg and CPM-15 gain
-  // from merging more (their large nuclei are over-split), CoNSeP's small touching nuclei from merging less.
+  // quality test uses; benchmarks/README.md gives the sweep); they suit the accurate network too (checked on its
+  // training side). The merge depth is a compromise: MoNuSeg and CPM-15 gain from merging more (their large nuclei are
+  // over-split), CoNSeP's small touching nuclei from merging less.
   double foreground_threshold = 0.6;  // network foreground probability above which a pixel belongs to a nucleus
   double marker_threshold = 0.3;      // normalised distance above which a pixel seeds a nucleus
   double merge_depth = 0.12;          // markers whose basins meet less than this below the lower peak are merged

@@ -115,6 +115,20 @@ TEST_CASE("network names: fast and accurate, both ways") {
   CHECK(n == grade::NucleiNetwork::fast);
 }
 
+TEST_CASE("the accurate network is another network: other maps, the same drawn nuclei") {
+  auto truth = layout();
+  const cv::Mat rgb = render(truth, 340, 230, 0.5, 3);
+  const auto fast = grade::detail::network_maps(rgb, {});
+  const auto accurate = grade::detail::network_maps(rgb, {.network = grade::NucleiNetwork::accurate});
+  REQUIRE(fast.size() == 5);
+  REQUIRE(accurate.size() == 5);
+  CHECK(cv::norm(fast[0], accurate[0], cv::NORM_INF) > 0.01);  // foreground probabilities differ somewhere
+  const auto a = grade::segment_nuclei(grade::make_view(rgb, 0.5), {});
+  const auto b = grade::segment_nuclei(grade::make_view(rgb, 0.5), {.network = grade::NucleiNetwork::accurate});
+  CHECK(a.nuclei.size() == truth.size());
+  CHECK(b.nuclei.size() == truth.size());
+}
+
 TEST_CASE("results do not depend on OpenCV's thread count") {
   auto truth = layout();
   const cv::Mat rgb = render(truth, 340, 230, 0.5, 2);

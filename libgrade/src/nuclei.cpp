@@ -452,7 +452,7 @@ bool parse_nuclei_network(const std::string& name, NucleiNetwork* network) {
 
 NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params) {
   check_view(image, "segment_nuclei");
-  if (params.network != NucleiNetwork::fast && params.network != NucleiNetwork::accurate)
+  if (!valid_network(params.network))
     throw Error(ErrorCode::invalid_argument, "segment_nuclei: network must be fast or accurate, got " +
                                                  std::to_string(static_cast<int>(params.network)));
   auto positive = [](double v, const char* name) {

@@ -52,8 +52,7 @@ void check_params(const GradeParams& p) {
     bad("nuclei_min_tiles must be >= 1 (got " + std::to_string(p.nuclei_min_tiles) + ")");
   if (p.nuclei_sampling != NucleiSampling::none && !valid_flips(p.nuclei.flips))
     bad("nuclei.flips must be 1, 2, 4 or 8 (got " + std::to_string(p.nuclei.flips) + ")");
-  if (p.nuclei_sampling != NucleiSampling::none && p.nuclei.network != NucleiNetwork::fast &&
-      p.nuclei.network != NucleiNetwork::accurate)
+  if (p.nuclei_sampling != NucleiSampling::none && !valid_network(p.nuclei.network))
     bad("nuclei.network must be fast or accurate (got " + std::to_string(static_cast<int>(p.nuclei.network)) + ")");
   if (!(p.hpf.hpf_area_mm2 > 0.0 && p.hpf.hpf_area_mm2 < 10.0))
     bad("hpf_area_mm2 must be in (0, 10) (got " + fmt(p.hpf.hpf_area_mm2) + ")");

@@ -100,6 +100,10 @@ struct NucleiParams {
 
 // The values NucleiParams::flips accepts: 1, 2, 4 or 8 (checked by segment_nuclei, grade_slide and the tools).
 constexpr bool valid_flips(int flips) { return flips == 1 || flips == 2 || flips == 4 || flips == 8; }
+// The values NucleiParams::network accepts (an enum can hold others; checked by segment_nuclei and grade_slide).
+constexpr bool valid_network(NucleiNetwork network) {
+  return network == NucleiNetwork::fast || network == NucleiNetwork::accurate;
+}
 
 struct Nucleus {
   std::int32_t id = 0;        // the nucleus's label in NucleiResult::labels

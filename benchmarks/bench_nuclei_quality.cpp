@@ -17,6 +17,9 @@
 //   --sp-elongation E --sp-solidity S --sp-probability P --sp-confident P --sp-alignment A  the spindle rule's thresholds
 //   --dump FILE  per predicted nucleus: centroid (um), features, the spindle flag, whether it matches a GT nucleus
 //                (IoU > 0.5), and whether that one is spindle
+//   --errors  also print where the detection errors are: each GT nucleus (and each CoNSeP spindle one) as matched,
+//             missed, merged, split, outline (IoU 0.3-0.5) or other, each prediction as matched, unlabelled, merge,
+//             split, outline or other (nuclei_eval.hpp, NucleiErrorCounts), as shares of their totals
 //   --pred-dir  also write <name>.png (uint16 labels) and nuclei.csv per data set, for eval_nuclei.py
 #include <chrono>
 #include <cstdio>
@@ -40,6 +43,7 @@ int main(int argc, char** argv) {
   int limit = 0;
   grade::NucleiParams params;
   std::string dump;
+  bool errors = false;
   std::vector<std::pair<std::string, std::string>> cv_folds;  // (model, held-out list)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -79,6 +83,7 @@ int main(int argc, char** argv) {
     else if (a == "--sp-confident") params.spindle_confident_probability = std::stod(next());
     else if (a == "--sp-alignment") params.spindle_min_alignment = std::stod(next());
     else if (a == "--dump") dump = next();
+    else if (a == "--errors") errors = true;
     else if (a == "--cv") {
       std::string m = next();
       cv_folds.emplace_back(m, next());
@@ -145,6 +150,7 @@ int main(int argc, char** argv) {
   for (const auto& ds : sets) {
     auto samples = grade::detail::nuclei_dataset(data, ds);
     grade::detail::NucleiEvalSums total;
+    grade::detail::NucleiErrorCounts error_counts;
     double seconds = 0, mpix = 0;
     int count = 0;
     std::ofstream csv;
@@ -170,6 +176,7 @@ int main(int argc, char** argv) {
         for (const auto& n : r.nuclei)
           if (n.spindle) sp.insert(n.id);
         total += grade::detail::nuclei_image_sums(gt, r.labels, s.gt_spindle, sp);
+        if (errors) error_counts += grade::detail::nuclei_error_counts(gt, r.labels, s.gt_spindle);
         if (dumpf.is_open()) {
           const auto match = grade::detail::match_predictions(gt, r.labels);
           for (const auto& n : r.nuclei) {
@@ -194,6 +201,21 @@ int main(int argc, char** argv) {
     std::printf("%-8s %5d %6.3f %6.3f %6.3f %6.3f %6.3f %6.3f %6.3f %6.3f %6.3f %6.2f\n", ds.c_str(), count, m.aji,
                 m.dice, m.precision, m.recall, m.f1, m.pq, m.sp_precision, m.sp_recall, m.sp_f1,
                 seconds > 0 ? mpix / seconds : 0.0);
+    if (errors) {
+      using Counts = grade::detail::NucleiErrorCounts;
+      auto line = [](const char* what, const std::array<std::int64_t, 6>& c, const auto& names) {
+        std::int64_t n = 0;
+        for (auto v : c) n += v;
+        if (n == 0) return;
+        std::printf("  %-15s %6lld:", what, static_cast<long long>(n));
+        for (std::size_t k = 0; k < c.size(); ++k)
+          std::printf(" %s %.3f", names[k], static_cast<double>(c[k]) / static_cast<double>(n));
+        std::printf("\n");
+      };
+      line("GT nuclei", error_counts.gt, Counts::gt_names);
+      line("GT spindle", error_counts.spindle_gt, Counts::gt_names);
+      line("predictions", error_counts.pred, Counts::pred_names);
+    }
     std::fflush(stdout);
   }
   return 0;

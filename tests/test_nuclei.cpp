@@ -12,6 +12,7 @@
 
 #include "grade/error.hpp"
 #include "grade/nuclei.hpp"
+#include "nuclei_eval.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -310,6 +311,35 @@ TEST_CASE("offset maps: halves of one nucleus are merged, two touching nuclei ar
   const cv::Mat flat(labels.size(), CV_32F, cv::Scalar(0.5));
   grade::detail::merge_by_offsets(labels, flat, flat, 0.3);
   CHECK(labels.at<int>(20, 30) == 2);
+}
+
+TEST_CASE("evaluation: drawn GT and predictions with known metrics and error classes") {
+  // GT 1 found exactly; GT 2 and 3 merged into one prediction; GT 4 split in two halves; GT 5 missed; a prediction
+  // on no nucleus; GT 6 inside a larger prediction (IoU 100 / 256). Every IoU is <= 0.5 except GT 1's.
+  cv::Mat gt = cv::Mat::zeros(100, 100, CV_32S), pred = cv::Mat::zeros(100, 100, CV_32S);
+  auto box = [](cv::Mat& m, int x0, int y0, int x1, int y1, int id) { m(cv::Rect(x0, y0, x1 - x0, y1 - y0)) = id; };
+  box(gt, 10, 10, 20, 20, 1), box(pred, 10, 10, 20, 20, 1);
+  box(gt, 30, 10, 40, 20, 2), box(gt, 40, 10, 50, 20, 3), box(pred, 30, 10, 50, 20, 2);
+  box(gt, 60, 10, 80, 20, 4), box(pred, 60, 10, 70, 20, 3), box(pred, 70, 10, 80, 20, 4);
+  box(gt, 10, 40, 20, 50, 5);
+  box(pred, 40, 40, 50, 50, 5);
+  box(pred, 60, 40, 76, 56, 6), box(gt, 63, 43, 73, 53, 6);
+  // The same numbers from ../shared/eval/eval_nuclei.py on these maps: AJI 500 / 1256, Dice 1200 / 1556, one match.
+  const auto m = grade::detail::nuclei_metrics(grade::detail::nuclei_image_sums(gt, pred, {2}, {2}));
+  CHECK(m.aji == doctest::Approx(500.0 / 1256));
+  CHECK(m.dice == doctest::Approx(1200.0 / 1556));
+  CHECK(m.precision == doctest::Approx(1.0 / 6));
+  CHECK(m.recall == doctest::Approx(1.0 / 6));
+  CHECK(m.pq == doctest::Approx(1.0 / 6));
+  CHECK(m.sp_f1 == 0.0);  // GT 2 is spindle and so is the prediction that covers it, but at IoU 0.5, not above
+  const auto match = grade::detail::match_predictions(gt, pred);
+  CHECK(match == std::vector<int>{0, 1, 0, 0, 0, 0, 0});
+
+  const auto c = grade::detail::nuclei_error_counts(gt, pred, {2, 4});
+  using A = std::array<std::int64_t, 6>;  // matched, missed, merged, split, outline, other
+  CHECK(c.gt == A{1, 1, 2, 1, 1, 0});
+  CHECK(c.spindle_gt == A{0, 0, 1, 1, 0, 0});
+  CHECK(c.pred == A{1, 1, 1, 2, 1, 0});  // matched, unlabelled, merge, split, outline, other
 }
 
 TEST_CASE("grade-inspect nuclei: labels and nuclei.csv as DESIGN.md says, --flips, --network, --overlay, errors") {

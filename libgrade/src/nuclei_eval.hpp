@@ -6,6 +6,7 @@
 //   (Kirillov et al. 2019), and spindle P/R/F1 (GT type 4 vs predicted spindle flag, on IoU > 0.5 matches).
 // Sums are pooled over images before dividing, as MoNuSeg does.
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -55,13 +56,23 @@ inline NucleiMetrics nuclei_metrics(const NucleiEvalSums& s) {
   return m;
 }
 
-// gt, pred: CV_32S (or CV_16U) instance maps of one size. gt_spindle / pred_spindle: the ids flagged spindle.
-inline NucleiEvalSums nuclei_image_sums(const cv::Mat& gt_in, const cv::Mat& pred_in, const std::set<int>& gt_spindle = {},
-                                        const std::set<int>& pred_spindle = {}) {
+// The overlap of two instance maps (CV_32S or CV_16U, one size): dense indices 1..n in increasing id order
+// (eval_nuclei.py's relabel), instance areas (index 0: background) and every non-empty intersection.
+struct InstanceOverlap {
+  std::vector<int> gids, pids;        // original ids of dense indices 1..n (element k is index k + 1)
+  std::vector<std::int64_t> ga, pa;   // areas by dense index
+  std::map<std::pair<int, int>, std::int64_t> inter;  // (gt index, pred index) -> pixels, ordered by gt then pred
+  std::int64_t fg_gt = 0, fg_pred = 0, fg_inter = 0;
+
+  std::int64_t union_of(int gi, int pi, std::int64_t in) const {
+    return ga[static_cast<std::size_t>(gi)] + pa[static_cast<std::size_t>(pi)] - in;
+  }
+};
+
+inline InstanceOverlap instance_overlap(const cv::Mat& gt_in, const cv::Mat& pred_in) {
   cv::Mat gt, pred;
   gt_in.convertTo(gt, CV_32S);
   pred_in.convertTo(pred, CV_32S);
-  // Dense indices 1..n in increasing id order (eval_nuclei.py's relabel).
   auto dense = [](const cv::Mat& a, std::vector<int>& ids) {
     std::set<int> u;
     for (int y = 0; y < a.rows; ++y) {
@@ -74,26 +85,36 @@ inline NucleiEvalSums nuclei_image_sums(const cv::Mat& gt_in, const cv::Mat& pre
     for (std::size_t i = 0; i < ids.size(); ++i) idx[ids[i]] = static_cast<int>(i) + 1;
     return idx;
   };
-  std::vector<int> gids, pids;
-  auto gidx = dense(gt, gids);
-  auto pidx = dense(pred, pids);
-  const std::size_t ng = gids.size(), np = pids.size();
-  std::vector<std::int64_t> ga(ng + 1, 0), pa(np + 1, 0);
-  std::map<std::pair<int, int>, std::int64_t> inter;
-  NucleiEvalSums s;
+  InstanceOverlap o;
+  auto gidx = dense(gt, o.gids);
+  auto pidx = dense(pred, o.pids);
+  o.ga.assign(o.gids.size() + 1, 0);
+  o.pa.assign(o.pids.size() + 1, 0);
   for (int y = 0; y < gt.rows; ++y) {
     const int* g = gt.ptr<int>(y);
     const int* p = pred.ptr<int>(y);
     for (int x = 0; x < gt.cols; ++x) {
       const int gi = g[x] > 0 ? gidx[g[x]] : 0, pi = p[x] > 0 ? pidx[p[x]] : 0;
-      ++ga[static_cast<std::size_t>(gi)];
-      ++pa[static_cast<std::size_t>(pi)];
-      if (gi && pi) ++inter[{gi, pi}];
-      s.fg_gt += gi > 0;
-      s.fg_pred += pi > 0;
-      s.fg_inter += (gi > 0 && pi > 0);
+      ++o.ga[static_cast<std::size_t>(gi)];
+      ++o.pa[static_cast<std::size_t>(pi)];
+      if (gi && pi) ++o.inter[{gi, pi}];
+      o.fg_gt += gi > 0;
+      o.fg_pred += pi > 0;
+      o.fg_inter += (gi > 0 && pi > 0);
     }
   }
+  return o;
+}
+
+// gt, pred: CV_32S (or CV_16U) instance maps of one size. gt_spindle / pred_spindle: the ids flagged spindle.
+inline NucleiEvalSums nuclei_image_sums(const cv::Mat& gt_in, const cv::Mat& pred_in, const std::set<int>& gt_spindle = {},
+                                        const std::set<int>& pred_spindle = {}) {
+  const InstanceOverlap o = instance_overlap(gt_in, pred_in);
+  const std::size_t ng = o.gids.size(), np = o.pids.size();
+  NucleiEvalSums s;
+  s.fg_gt = o.fg_gt;
+  s.fg_pred = o.fg_pred;
+  s.fg_inter = o.fg_inter;
   s.n_gt = static_cast<std::int64_t>(ng);
   s.n_pred = static_cast<std::int64_t>(np);
   // AJI: best IoU per GT nucleus (ties: lowest predicted index).
@@ -102,11 +123,11 @@ inline NucleiEvalSums nuclei_image_sums(const cv::Mat& gt_in, const cv::Mat& pre
   std::vector<std::int64_t> best_i(ng + 1, 0), best_u(ng + 1, 0);
   std::vector<char> pused(np + 1, 0);
   std::vector<char> g_sp(ng + 1, 0), p_sp(np + 1, 0);
-  for (std::size_t i = 0; i < ng; ++i) g_sp[i + 1] = gt_spindle.count(gids[i]) > 0;
-  for (std::size_t i = 0; i < np; ++i) p_sp[i + 1] = pred_spindle.count(pids[i]) > 0;
-  for (const auto& [key, in] : inter) {  // ordered by (gt, pred): strict > keeps the lowest pred index on ties
+  for (std::size_t i = 0; i < ng; ++i) g_sp[i + 1] = gt_spindle.count(o.gids[i]) > 0;
+  for (std::size_t i = 0; i < np; ++i) p_sp[i + 1] = pred_spindle.count(o.pids[i]) > 0;
+  for (const auto& [key, in] : o.inter) {  // ordered by (gt, pred): strict > keeps the lowest pred index on ties
     const auto [gi, pi] = key;
-    const std::int64_t un = ga[static_cast<std::size_t>(gi)] + pa[static_cast<std::size_t>(pi)] - in;
+    const std::int64_t un = o.union_of(gi, pi, in);
     const double iou = static_cast<double>(in) / static_cast<double>(std::max<std::int64_t>(un, 1));
     if (iou > best_iou[static_cast<std::size_t>(gi)]) {
       best_iou[static_cast<std::size_t>(gi)] = iou;
@@ -126,11 +147,11 @@ inline NucleiEvalSums nuclei_image_sums(const cv::Mat& gt_in, const cv::Mat& pre
       s.U += best_u[g];
       pused[static_cast<std::size_t>(best[g])] = 1;
     } else {
-      s.U += ga[g];
+      s.U += o.ga[g];
     }
   }
   for (std::size_t p = 1; p <= np; ++p)
-    if (!pused[p]) s.U += pa[p];
+    if (!pused[p]) s.U += o.pa[p];
   s.fp = s.n_pred - s.tp;
   s.fn = s.n_gt - s.tp;
   for (std::size_t g = 1; g <= ng; ++g) s.sp_gt += g_sp[g];
@@ -142,24 +163,79 @@ inline NucleiEvalSums nuclei_image_sums(const cv::Mat& gt_in, const cv::Mat& pre
 
 // For each predicted id 1..max(pred), the GT id it matches at IoU > 0.5 (0 when none).
 inline std::vector<int> match_predictions(const cv::Mat& gt_in, const cv::Mat& pred_in) {
-  cv::Mat gt, pred;
-  gt_in.convertTo(gt, CV_32S);
-  pred_in.convertTo(pred, CV_32S);
-  double mx = 0;
-  cv::minMaxLoc(pred, nullptr, &mx);
-  std::map<int, std::int64_t> ga, pa;
-  std::map<std::pair<int, int>, std::int64_t> inter;
-  for (int y = 0; y < gt.rows; ++y)
-    for (int x = 0; x < gt.cols; ++x) {
-      const int g = gt.at<int>(y, x), p = pred.at<int>(y, x);
-      if (g > 0) ++ga[g];
-      if (p > 0) ++pa[p];
-      if (g > 0 && p > 0) ++inter[{g, p}];
-    }
-  std::vector<int> out(static_cast<std::size_t>(mx) + 1, 0);
-  for (const auto& [k, in] : inter)
-    if (2 * in > ga[k.first] + pa[k.second] - in) out[static_cast<std::size_t>(k.second)] = k.first;
+  const InstanceOverlap o = instance_overlap(gt_in, pred_in);
+  std::vector<int> out(o.pids.empty() ? 1 : static_cast<std::size_t>(o.pids.back()) + 1, 0);
+  for (const auto& [k, in] : o.inter)
+    if (2 * in > o.union_of(k.first, k.second, in))
+      out[static_cast<std::size_t>(o.pids[static_cast<std::size_t>(k.second) - 1])] =
+          o.gids[static_cast<std::size_t>(k.first) - 1];
   return out;
+}
+
+// Where the detection errors are (bench_nuclei_quality --errors): every GT nucleus and every prediction falls in one
+// class, tested in this order.
+//   GT nucleus:  matched (a prediction at IoU > 0.5); missed (predictions cover < 20 % of it); merged (its best
+//                prediction covers more than half of two or more GT nuclei); split (two or more predictions cover
+//                >= 20 % of it each); outline (found in one piece, best IoU 0.3-0.5); other.
+//   prediction:  matched; unlabelled (< 20 % of its pixels on GT nuclei: a false detection or a nucleus the
+//                annotators did not outline); merge (covers more than half of two or more GT nuclei); split (its
+//                best GT nucleus is also >= 20 % covered by another prediction); outline (best IoU 0.3-0.5); other.
+// spindle_gt: the same classes for the GT nuclei of gt_spindle only.
+struct NucleiErrorCounts {
+  static constexpr std::array<const char*, 6> gt_names{"matched", "missed", "merged", "split", "outline", "other"};
+  static constexpr std::array<const char*, 6> pred_names{"matched", "unlabelled", "merge", "split", "outline", "other"};
+  std::array<std::int64_t, 6> gt{}, spindle_gt{}, pred{};
+
+  NucleiErrorCounts& operator+=(const NucleiErrorCounts& o) {
+    for (std::size_t k = 0; k < 6; ++k) {
+      gt[k] += o.gt[k];
+      spindle_gt[k] += o.spindle_gt[k];
+      pred[k] += o.pred[k];
+    }
+    return *this;
+  }
+};
+
+inline NucleiErrorCounts nuclei_error_counts(const cv::Mat& gt_in, const cv::Mat& pred_in,
+                                             const std::set<int>& gt_spindle = {}) {
+  const InstanceOverlap o = instance_overlap(gt_in, pred_in);
+  const std::size_t ng = o.gids.size(), np = o.pids.size();
+  std::vector<double> g_best(ng + 1, 0.0), p_best(np + 1, 0.0);  // best IoU
+  std::vector<int> g_arg(ng + 1, 0), p_arg(np + 1, 0);              // partner of the best IoU
+  std::vector<std::int64_t> g_cov(ng + 1, 0), p_on_gt(np + 1, 0);  // pixels covered by predictions / on GT nuclei
+  std::vector<int> g_pieces(ng + 1, 0), p_halves(np + 1, 0);       // predictions >= 20 % of it / GT > half covered
+  for (const auto& [key, in] : o.inter) {
+    const auto [gi, pi] = key;
+    const auto g = static_cast<std::size_t>(gi), p = static_cast<std::size_t>(pi);
+    const double iou = static_cast<double>(in) / static_cast<double>(std::max<std::int64_t>(o.union_of(gi, pi, in), 1));
+    if (iou > g_best[g]) g_best[g] = iou, g_arg[g] = pi;
+    if (iou > p_best[p]) p_best[p] = iou, p_arg[p] = gi;
+    g_cov[g] += in;
+    p_on_gt[p] += in;
+    g_pieces[g] += 5 * in >= o.ga[g];
+    p_halves[p] += 2 * in > o.ga[g];
+  }
+  NucleiErrorCounts c;
+  for (std::size_t g = 1; g <= ng; ++g) {
+    const std::size_t k = g_best[g] > 0.5                              ? 0
+                          : 5 * g_cov[g] < o.ga[g]                     ? 1
+                          : p_halves[static_cast<std::size_t>(g_arg[g])] >= 2 ? 2
+                          : g_pieces[g] >= 2                           ? 3
+                          : g_best[g] > 0.3                            ? 4
+                                                                       : 5;
+    ++c.gt[k];
+    if (gt_spindle.count(o.gids[g - 1])) ++c.spindle_gt[k];
+  }
+  for (std::size_t p = 1; p <= np; ++p) {
+    const std::size_t k = p_best[p] > 0.5                                     ? 0
+                          : 5 * p_on_gt[p] < o.pa[p]                          ? 1
+                          : p_halves[p] >= 2                                  ? 2
+                          : g_pieces[static_cast<std::size_t>(p_arg[p])] >= 2 ? 3
+                          : p_best[p] > 0.3                                   ? 4
+                                                                              : 5;
+    ++c.pred[k];
+  }
+  return c;
 }
 
 // One labelled image of ../shared/data/nuclei/<dataset>: paths, its mpp, and the GT spindle ids (CoNSeP type 4).

@@ -12,7 +12,8 @@
 //   --fg T --marker T --merge D --min-area A --tile PX --margin PX  NucleiParams to try
 //   --contact W --otol T  the same for networks with offset maps (contact_weight, offset_merge_tolerance)
 //   --flips N  test-time flips (1, 2, 4 or 8 network passes per tile)
-//   --network fast|accurate  which embedded network (NucleiParams::network; --model and --cv override it)
+//   --network fast|accurate  which embedded network (NucleiParams::network; --model and --cv override it, but its
+//              post-processing settings, contact_weight and offset_merge_tolerance unless given, still apply)
 //   --working-mpp X  the resolution the network runs at (it was trained at 0.5 um/px)
 //   --sp-elongation E --sp-solidity S --sp-probability P --sp-confident P --sp-alignment A  the spindle rule's thresholds
 //   --dump FILE  per predicted nucleus: centroid (um), features, the spindle flag, whether it matches a GT nucleus

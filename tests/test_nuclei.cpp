@@ -116,6 +116,31 @@ TEST_CASE("network names: fast and accurate, both ways") {
   CHECK(n == grade::NucleiNetwork::fast);
 }
 
+TEST_CASE("each network's own post-processing settings apply unless the caller gives them") {
+  CHECK(grade::default_contact_weight(grade::NucleiNetwork::fast) == 0.0);
+  CHECK(grade::default_offset_merge_tolerance(grade::NucleiNetwork::fast) == 0.35);
+  CHECK(grade::default_contact_weight(grade::NucleiNetwork::accurate) == 0.5);
+  CHECK(grade::default_offset_merge_tolerance(grade::NucleiNetwork::accurate) == 0.30);
+  CHECK_FALSE(grade::NucleiParams{}.contact_weight.has_value());
+  CHECK_FALSE(grade::NucleiParams{}.offset_merge_tolerance.has_value());
+  // Touching drawn nuclei (pairs 7 um apart), where the contact step has something to do.
+  std::vector<Drawn> pairs;
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 2; ++j) pairs.push_back({40.0 + i * 60.0 + j * 14.0, 40.0 + j * 4.0, 9.0, 7.5, 30.0 * i, false});
+  const cv::Mat rgb = render(pairs, 220, 90, 0.5, 5);
+  const auto view = grade::make_view(rgb, 0.5);
+  for (const auto network : {grade::NucleiNetwork::fast, grade::NucleiNetwork::accurate}) {
+    const std::string name = grade::nuclei_network_name(network);
+    CAPTURE(name);
+    const auto unset = grade::segment_nuclei(view, {.network = network});
+    const auto given = grade::segment_nuclei(view, {.network = network,
+                                                    .contact_weight = grade::default_contact_weight(network),
+                                                    .offset_merge_tolerance = grade::default_offset_merge_tolerance(network)});
+    CHECK(cv::countNonZero(unset.labels != given.labels) == 0);
+    CHECK(unset.nuclei.size() == pairs.size());
+  }
+}
+
 TEST_CASE("the accurate network is another network: other maps, the same drawn nuclei") {
   auto truth = layout();
   const cv::Mat rgb = render(truth, 340, 230, 0.5, 3);

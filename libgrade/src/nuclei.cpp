@@ -486,9 +486,11 @@ NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params) 
   auto maps = predict(work, params.network, params.tile_px, params.tile_margin_px, params.flips);
   // A light smoothing of the distance removes single-pixel ripples that would seed extra markers.
   cv::GaussianBlur(maps[1], maps[1], cv::Size(3, 3), 0.8, 0.8, cv::BORDER_REFLECT_101);
+  const double contact_weight = params.contact_weight.value_or(default_contact_weight(params.network));
+  const double merge_tolerance = params.offset_merge_tolerance.value_or(default_offset_merge_tolerance(params.network));
   cv::Mat contact;                  // evidence that two nuclei touch (offset networks, contact_weight > 0 only)
   std::array<cv::Mat, 2> offsets;   // horizontal, vertical (offset networks, offset_merge_tolerance > 0 only)
-  if (maps.size() == 5 && params.contact_weight > 0.0) {
+  if (maps.size() == 5 && contact_weight > 0.0) {
     // Contact evidence from the offset maps, at the working scale (so that it does not depend on the input's mpp):
     // inside a nucleus the horizontal offset rises along x and the vertical one along y; where two nuclei touch, one
     // of them falls (from +1 in one nucleus to -1 in the next). The evidence is that fall in offset units per pixel,
@@ -498,7 +500,7 @@ NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params) 
     cv::Sobel(maps[4], gy, CV_32F, 0, 1, 3, -0.5, 0.0, cv::BORDER_REFLECT_101);
     contact = cv::max(cv::max(gx, gy), 0.0);
   }
-  if (maps.size() == 5 && params.offset_merge_tolerance > 0.0) offsets = {maps[3], maps[4]};
+  if (maps.size() == 5 && merge_tolerance > 0.0) offsets = {maps[3], maps[4]};
   maps.resize(3);
   if (resample) {  // segment at the input's resolution: finer boundaries than nearest-upsampled labels
     for (auto& m : maps) cv::resize(m, m, rgb.size(), 0, 0, cv::INTER_LINEAR);
@@ -509,8 +511,8 @@ NucleiResult segment_nuclei(const ImageView& image, const NucleiParams& params) 
   int n = 0;
   cv::Mat labels = watershed(maps[0], maps[1], static_cast<float>(params.foreground_threshold),
                              static_cast<float>(params.marker_threshold), static_cast<float>(params.merge_depth),
-                             contact, static_cast<float>(params.contact_weight), &n);
-  if (!offsets[0].empty()) detail::merge_by_offsets(labels, offsets[0], offsets[1], params.offset_merge_tolerance);
+                             contact, static_cast<float>(contact_weight), &n);
+  if (!offsets[0].empty()) detail::merge_by_offsets(labels, offsets[0], offsets[1], merge_tolerance);
 
   // Hematoxylin density for the features and the boundary refinement.
   const StainDensities dens = deconvolve(image, params.stains);

@@ -18,9 +18,10 @@
 // in pieces), while two touching nuclei are separated by the valley of the distance between them. The offset maps
 // then undo over-splitting: touching instances whose union still fits one nucleus's offsets (score under
 // `offset_merge_tolerance`) are merged. They can also deepen the valleys (where two nuclei touch, an offset falls from
-// +1 to -1 within a pixel or two; `contact_weight` times that fall is taken off the distance before seeding), but that
-// step is off by default: it cut drawn spindle nuclei in two. A three-output network (no offset maps) runs too,
-// without either step.
+// +1 to -1 within a pixel or two; `contact_weight` times that fall is taken off the distance before seeding). That
+// step is off for the fast network (with an earlier network it cut drawn spindle nuclei in two, and on the fast one it
+// trades CoNSeP for MoNuSeg and CPM-15) and on for the accurate one, whose offset maps are cleaner. A three-output
+// network (no offset maps) runs too, without either step.
 //
 // Spindle rule (documented so it can be checked by eye): a nucleus is spindle-shaped when it is
 //   - elongated:  elongation (major / minor axis of the moment-equivalent ellipse) >= spindle_min_elongation,
@@ -33,6 +34,7 @@
 //                 spindle_min_alignment, or the spindle probability >= spindle_confident_probability.
 // Nucleus::spindle_probability, alignment and bluntness are exposed so callers can apply their own rule.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,11 +48,21 @@ namespace grade {
 // Which embedded network segments the nuclei. `fast` (the default, libgrade/models/nuclei_unet.onnx: 16-16-32
 // channels, ~2.7k multiply-adds per input pixel) is the one the speed target is measured with. `accurate`
 // (nuclei_unet_accurate.onnx: the same U-Net with 32-32-64 channels, ~10.4k multiply-adds per pixel, trained by the
-// same command with --widths 32,32,64 --steps 16000) scores higher on every data set held out (pooled cross-validation
-// CoNSeP AJI 0.477 against 0.452, spindle F1 0.431 against 0.418, MoNuSeg 0.543 against 0.525, CPM-15 0.645 against
-// 0.618) for about 2.7 times the CPU time of the nucleus stage: a better use of that time than 4 test-time flips of
-// the fast one (benchmarks/README.md, "Twenty-first session"). Both are the fold-1 networks (trained on fold 0).
+// same command with --widths 32,32,64 --steps 16000) scores higher on every data set held out (pooled cross-validation,
+// with its own post-processing settings: CoNSeP AJI 0.486 against 0.452, spindle F1 0.435 against 0.418, MoNuSeg
+// 0.548 against 0.525, CPM-15 0.643 against 0.618) for about 2.7 times the CPU time of the nucleus stage: a better use
+// of that time than 4 test-time flips of the fast one (benchmarks/README.md, "Twenty-first session" and
+// "Twenty-second session"). Both are the fold-1 networks (trained on fold 0).
 enum class NucleiNetwork { fast, accurate };
+
+// The post-processing each embedded network was tuned with (NucleiParams::contact_weight and offset_merge_tolerance,
+// when unset). Fast: no contact step, tolerance 0.35. Accurate: contact 0.5, tolerance 0.30, chosen on its training
+// side; on the images it did not see (pooled cross-validation) they raise CoNSeP AJI by 0.009 and MoNuSeg AJI by 0.005
+// over the fast network's settings, and cost CPM-15 0.002 (benchmarks/README.md, "Twenty-second session").
+constexpr double default_contact_weight(NucleiNetwork network) { return network == NucleiNetwork::accurate ? 0.5 : 0.0; }
+constexpr double default_offset_merge_tolerance(NucleiNetwork network) {
+  return network == NucleiNetwork::accurate ? 0.30 : 0.35;
+}
 
 // "fast" / "accurate" (report.json, the tools' options); parse_nuclei_network returns false for any other name.
 const char* nuclei_network_name(NucleiNetwork network);
@@ -71,12 +83,14 @@ struct NucleiParams {
   double marker_threshold = 0.3;      // normalised distance above which a pixel seeds a nucleus
   double merge_depth = 0.12;          // markers whose basins meet less than this below the lower peak are merged
   double min_area_um2 = 6.0;          // smaller instances are dropped (debris, noise)
-  // With a network that also predicts offset maps (five outputs, as the embedded one): the weight of the contact
+  // With a network that also predicts offset maps (five outputs, as both embedded ones): the weight of the contact
   // evidence taken off the distance, and the score (0 = one nucleus, 0.75 = two) under which touching instances are
-  // merged; 0 turns either step off. The tolerance was chosen on the training-side images like the rest: a higher one
-  // helps MoNuSeg and CPM-15 (fewer over-split large nuclei), a lower one CoNSeP (fewer merged small ones).
-  double contact_weight = 0.0;
-  double offset_merge_tolerance = 0.35;
+  // merged; 0 turns either step off. Unset, the network's own settings apply (default_contact_weight,
+  // default_offset_merge_tolerance below), chosen on the images it trained on like the rest: a higher tolerance helps
+  // MoNuSeg and CPM-15 (fewer over-split large nuclei), a lower one and the contact step CoNSeP (fewer merged small
+  // ones). A network given by file (detail::set_thread_nuclei_model) gets the settings of `network`.
+  std::optional<double> contact_weight = std::nullopt;
+  std::optional<double> offset_merge_tolerance = std::nullopt;
   // The spindle rule (see the top of this header), chosen the same way (spindle F1 on CoNSeP training tiles):
   // CoNSeP's spindle class includes obliquely cut fibroblasts, so the elongation threshold is low, and the learned
   // probability carries most of the decision.

@@ -176,10 +176,11 @@ int main(int argc, char** argv) {
         std::set<int> sp;
         for (const auto& n : r.nuclei)
           if (n.spindle) sp.insert(n.id);
-        total += grade::detail::nuclei_image_sums(gt, r.labels, s.gt_spindle, sp);
-        if (errors) error_counts += grade::detail::nuclei_error_counts(gt, r.labels, s.gt_spindle);
+        const auto overlap = grade::detail::instance_overlap(gt, r.labels);  // once for every measure below
+        total += grade::detail::nuclei_image_sums(overlap, s.gt_spindle, sp);
+        if (errors) error_counts += grade::detail::nuclei_error_counts(overlap, s.gt_spindle);
         if (dumpf.is_open()) {
-          const auto match = grade::detail::match_predictions(gt, r.labels);
+          const auto match = grade::detail::match_predictions(overlap);
           for (const auto& n : r.nuclei) {
             const int g = match[static_cast<std::size_t>(n.id)];
             dumpf << ds << "," << s.name << "," << n.id << "," << n.x * s.mpp << "," << n.y * s.mpp << ","

@@ -357,10 +357,11 @@ TEST_CASE("evaluation: drawn GT and predictions with known metrics and error cla
   CHECK(m.recall == doctest::Approx(1.0 / 6));
   CHECK(m.pq == doctest::Approx(1.0 / 6));
   CHECK(m.sp_f1 == 0.0);  // GT 2 is spindle and so is the prediction that covers it, but at IoU 0.5, not above
-  const auto match = grade::detail::match_predictions(gt, pred);
+  const auto overlap = grade::detail::instance_overlap(gt, pred);
+  const auto match = grade::detail::match_predictions(overlap);
   CHECK(match == std::vector<int>{0, 1, 0, 0, 0, 0, 0});
 
-  const auto c = grade::detail::nuclei_error_counts(gt, pred, {2, 4});
+  const auto c = grade::detail::nuclei_error_counts(overlap, {2, 4});
   using A = std::array<std::int64_t, 6>;  // matched, missed, merged, split, outline, other
   CHECK(c.gt == A{1, 1, 2, 1, 1, 0});
   CHECK(c.spindle_gt == A{0, 0, 1, 1, 0, 0});

@@ -106,10 +106,9 @@ inline InstanceOverlap instance_overlap(const cv::Mat& gt_in, const cv::Mat& pre
   return o;
 }
 
-// gt, pred: CV_32S (or CV_16U) instance maps of one size. gt_spindle / pred_spindle: the ids flagged spindle.
-inline NucleiEvalSums nuclei_image_sums(const cv::Mat& gt_in, const cv::Mat& pred_in, const std::set<int>& gt_spindle = {},
+// One image's sums, from the overlap of its GT and predicted maps. gt_spindle / pred_spindle: the ids flagged spindle.
+inline NucleiEvalSums nuclei_image_sums(const InstanceOverlap& o, const std::set<int>& gt_spindle = {},
                                         const std::set<int>& pred_spindle = {}) {
-  const InstanceOverlap o = instance_overlap(gt_in, pred_in);
   const std::size_t ng = o.gids.size(), np = o.pids.size();
   NucleiEvalSums s;
   s.fg_gt = o.fg_gt;
@@ -161,9 +160,14 @@ inline NucleiEvalSums nuclei_image_sums(const cv::Mat& gt_in, const cv::Mat& pre
   return s;
 }
 
+// gt, pred: CV_32S (or CV_16U) instance maps of one size.
+inline NucleiEvalSums nuclei_image_sums(const cv::Mat& gt, const cv::Mat& pred, const std::set<int>& gt_spindle = {},
+                                        const std::set<int>& pred_spindle = {}) {
+  return nuclei_image_sums(instance_overlap(gt, pred), gt_spindle, pred_spindle);
+}
+
 // For each predicted id 1..max(pred), the GT id it matches at IoU > 0.5 (0 when none).
-inline std::vector<int> match_predictions(const cv::Mat& gt_in, const cv::Mat& pred_in) {
-  const InstanceOverlap o = instance_overlap(gt_in, pred_in);
+inline std::vector<int> match_predictions(const InstanceOverlap& o) {
   std::vector<int> out(o.pids.empty() ? 1 : static_cast<std::size_t>(o.pids.back()) + 1, 0);
   for (const auto& [k, in] : o.inter)
     if (2 * in > o.union_of(k.first, k.second, in))
@@ -196,9 +200,7 @@ struct NucleiErrorCounts {
   }
 };
 
-inline NucleiErrorCounts nuclei_error_counts(const cv::Mat& gt_in, const cv::Mat& pred_in,
-                                             const std::set<int>& gt_spindle = {}) {
-  const InstanceOverlap o = instance_overlap(gt_in, pred_in);
+inline NucleiErrorCounts nuclei_error_counts(const InstanceOverlap& o, const std::set<int>& gt_spindle = {}) {
   const std::size_t ng = o.gids.size(), np = o.pids.size();
   std::vector<double> g_best(ng + 1, 0.0), p_best(np + 1, 0.0);  // best IoU
   std::vector<int> g_arg(ng + 1, 0), p_arg(np + 1, 0);              // partner of the best IoU

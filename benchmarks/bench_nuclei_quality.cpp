@@ -21,6 +21,7 @@
 //   --errors  also print where the detection errors are: each GT nucleus (and each CoNSeP spindle one) as matched,
 //             missed, merged, split, outline (IoU 0.3-0.5) or other, each prediction as matched, unlabelled, merge,
 //             split, outline or other (nuclei_eval.hpp, NucleiErrorCounts), as shares of their totals
+//   --engine direct|opencv  run the network on libgrade's AVX-512 kernels where it can (default) or on OpenCV dnn
 //   --pred-dir  also write <name>.png (uint16 labels) and nuclei.csv per data set, for eval_nuclei.py
 #include <chrono>
 #include <cstdio>
@@ -85,6 +86,14 @@ int main(int argc, char** argv) {
     else if (a == "--sp-alignment") params.spindle_min_alignment = std::stod(next());
     else if (a == "--dump") dump = next();
     else if (a == "--errors") errors = true;
+    else if (a == "--engine") {
+      const std::string e = next();
+      if (e != "direct" && e != "opencv") {
+        std::cerr << "--engine must be direct or opencv\n";
+        return 2;
+      }
+      grade::detail::set_thread_nuclei_direct(e == "direct");
+    }
     else if (a == "--cv") {
       std::string m = next();
       cv_folds.emplace_back(m, next());

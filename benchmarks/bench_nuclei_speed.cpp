@@ -16,9 +16,12 @@
 //
 // usage: bench_nuclei_speed [SLIDE] [--mpp X] [--repeat N] [--cold] [--default-malloc] [--model FILE.onnx]
 //                           [--contact W] [--otol T] [--flips N] [--network fast|accurate]
+//                           [--engine direct|opencv|both]
 //   SLIDE defaults to ../shared/data/wsi/cmu-1-small-region.svs; --model times another network than the embedded ones
 //   (a per-thread copy); --contact / --otol / --flips / --network set NucleiParams::contact_weight /
-//   offset_merge_tolerance / flips / network (which embedded network).
+//   offset_merge_tolerance / flips / network (which embedded network); --engine: which implementation runs the
+//   network, libgrade's direct AVX-512 kernels (where the CPU has them), OpenCV dnn, or both in turn (the default,
+//   with their ratio).
 #include <time.h>
 
 #include <algorithm>
@@ -54,6 +57,7 @@ int main(int argc, char** argv) {
   double mpp = 0.0;
   int repeat = 5;
   bool cold = false, default_malloc = false;
+  std::string engine = "both";
   std::vector<unsigned char> model;  // empty: the embedded network
   grade::NucleiParams base;
   for (int i = 1; i < argc; ++i) {
@@ -62,6 +66,13 @@ int main(int argc, char** argv) {
     else if (a == "--repeat" && i + 1 < argc) repeat = std::stoi(argv[++i]);
     else if (a == "--cold") cold = true;
     else if (a == "--default-malloc") default_malloc = true;
+    else if (a == "--engine" && i + 1 < argc) {
+      engine = argv[++i];
+      if (engine != "direct" && engine != "opencv" && engine != "both") {
+        std::fprintf(stderr, "bench_nuclei_speed: --engine must be direct, opencv or both, got %s\n", engine.c_str());
+        return 2;
+      }
+    }
     else if (a == "--contact" && i + 1 < argc) base.contact_weight = std::stod(argv[++i]);
     else if (a == "--otol" && i + 1 < argc) base.offset_merge_tolerance = std::stod(argv[++i]);
     else if (a == "--flips" && i + 1 < argc) base.flips = std::stoi(argv[++i]);
@@ -103,77 +114,96 @@ int main(int argc, char** argv) {
     }
   std::printf("%s: %zu tiles of up to %dx%d at %.2f um/px; allocator %s\n", path.c_str(), tiles.size(), T, T, work_mpp,
               default_malloc ? "glibc defaults" : "tuned (grade::tune_allocator)");
-  for (int threads : {1, 2}) {
-    std::vector<double> walls, cpus, tiles_cpus, thumb_cpus;
-    std::int64_t px = 0;
-    std::size_t kept = 0, nuclei = 0;
-    for (int r = 0; r < repeat; ++r) {
-      const auto t0 = std::chrono::steady_clock::now();
-      const double c0 = thread_cpu_seconds();
-      // Tissue and stains (once per slide), on a thumbnail / a 2 um/px view.
-      const double r0 = thread_cpu_seconds();
-      const grade::ImageView thumb = slide.read_thumbnail(8.0);
-      const double read_cpu = thread_cpu_seconds() - r0;
-      thumb_cpus.push_back(read_cpu);
-      const grade::TissueMask tissue = grade::detect_tissue(thumb);
-      cv::Mat tm;
-      cv::resize(tissue.mask, tm, whole.rgb.size(), 0, 0, cv::INTER_NEAREST);
-      grade::ImageView small = whole;
-      cv::resize(whole.rgb, small.rgb, cv::Size(), 0.25, 0.25, cv::INTER_AREA);
-      cv::Mat sm;
-      cv::resize(tm, sm, small.rgb.size(), 0, 0, cv::INTER_NEAREST);
-      const grade::StainEstimate stains = grade::estimate_stains(small, {}, sm);
-      grade::NucleiParams np = base;
-      np.stains = stains.vectors;
-      std::vector<char> use(tiles.size(), 0);
-      for (std::size_t i = 0; i < tiles.size(); ++i) {
-        const int x = static_cast<int>((tiles[i].x0 - whole.x0) / whole.downsample),
-                  y = static_cast<int>((tiles[i].y0 - whole.y0) / whole.downsample);
-        use[i] = cv::countNonZero(tm(cv::Rect(x, y, tiles[i].rgb.cols, tiles[i].rgb.rows))) > 0;
-      }
-      std::atomic<double> cpu{thread_cpu_seconds() - c0 - read_cpu}, tiles_cpu{0.0};
-      std::atomic<std::size_t> next{0};
-      std::atomic<std::size_t> count{0};
-      std::vector<std::thread> pool;
-      for (int t = 0; t < threads; ++t)
-        pool.emplace_back([&] {
-          // The worker's first use, off the CPU clock unless --cold (see the top of the file).
-          if (!model.empty()) grade::detail::set_thread_nuclei_model(model);
-          if (!cold) grade::segment_nuclei(tiles[0], np);
-          const double w0 = thread_cpu_seconds();
-          for (std::size_t i; (i = next.fetch_add(1)) < tiles.size();)
-            if (use[i]) count += grade::segment_nuclei(tiles[i], np).nuclei.size();
-          const double used = thread_cpu_seconds() - w0;
-          for (double c = cpu.load(); !cpu.compare_exchange_weak(c, c + used);) {
-          }
-          for (double c = tiles_cpu.load(); !tiles_cpu.compare_exchange_weak(c, c + used);) {
-          }
-        });
-      for (auto& t : pool) t.join();
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      walls.push_back(s - read_cpu);  // the read is single-threaded: its CPU time is its wall time
-      cpus.push_back(cpu.load());
-      tiles_cpus.push_back(tiles_cpu.load());
-      kept = 0;
-      px = 0;
-      for (std::size_t i = 0; i < tiles.size(); ++i)
-        if (use[i]) {
-          ++kept;
-          px += static_cast<std::int64_t>(tiles[i].rgb.total());
+  // Which implementations run the network: libgrade's direct AVX-512 kernels (where the CPU has them) and OpenCV dnn,
+  // in the same run, so that their ratio does not depend on what else the machine is doing that hour.
+  if (!model.empty()) grade::detail::set_thread_nuclei_model(model);
+  std::vector<bool> engines;
+  if (engine != "opencv" && grade::detail::nuclei_engine(base.network) != std::string("OpenCV dnn"))
+    engines.push_back(true);
+  else if (engine == "direct")
+    std::printf("the direct kernels cannot run here (no AVX-512F, or not the embedded network's layout): OpenCV dnn\n");
+  if (engine != "direct" || engines.empty()) engines.push_back(false);
+  std::vector<std::pair<double, double>> per_cpu_second;  // (1 thread, 2 threads) per engine
+  for (const bool direct : engines) {
+    std::printf("network: %s\n", direct ? "direct AVX-512" : "OpenCV dnn");
+    per_cpu_second.emplace_back();
+    for (int threads : {1, 2}) {
+      std::vector<double> walls, cpus, tiles_cpus, thumb_cpus;
+      std::int64_t px = 0;
+      std::size_t kept = 0, nuclei = 0;
+      for (int r = 0; r < repeat; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const double c0 = thread_cpu_seconds();
+        // Tissue and stains (once per slide), on a thumbnail / a 2 um/px view.
+        const double r0 = thread_cpu_seconds();
+        const grade::ImageView thumb = slide.read_thumbnail(8.0);
+        const double read_cpu = thread_cpu_seconds() - r0;
+        thumb_cpus.push_back(read_cpu);
+        const grade::TissueMask tissue = grade::detect_tissue(thumb);
+        cv::Mat tm;
+        cv::resize(tissue.mask, tm, whole.rgb.size(), 0, 0, cv::INTER_NEAREST);
+        grade::ImageView small = whole;
+        cv::resize(whole.rgb, small.rgb, cv::Size(), 0.25, 0.25, cv::INTER_AREA);
+        cv::Mat sm;
+        cv::resize(tm, sm, small.rgb.size(), 0, 0, cv::INTER_NEAREST);
+        const grade::StainEstimate stains = grade::estimate_stains(small, {}, sm);
+        grade::NucleiParams np = base;
+        np.stains = stains.vectors;
+        std::vector<char> use(tiles.size(), 0);
+        for (std::size_t i = 0; i < tiles.size(); ++i) {
+          const int x = static_cast<int>((tiles[i].x0 - whole.x0) / whole.downsample),
+                    y = static_cast<int>((tiles[i].y0 - whole.y0) / whole.downsample);
+          use[i] = cv::countNonZero(tm(cv::Rect(x, y, tiles[i].rgb.cols, tiles[i].rgb.rows))) > 0;
         }
-      nuclei = count;
+        std::atomic<double> cpu{thread_cpu_seconds() - c0 - read_cpu}, tiles_cpu{0.0};
+        std::atomic<std::size_t> next{0};
+        std::atomic<std::size_t> count{0};
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t)
+          pool.emplace_back([&] {
+            // The worker's first use, off the CPU clock unless --cold (see the top of the file).
+            if (!model.empty()) grade::detail::set_thread_nuclei_model(model);
+            grade::detail::set_thread_nuclei_direct(direct);
+            if (!cold) grade::segment_nuclei(tiles[0], np);
+            const double w0 = thread_cpu_seconds();
+            for (std::size_t i; (i = next.fetch_add(1)) < tiles.size();)
+              if (use[i]) count += grade::segment_nuclei(tiles[i], np).nuclei.size();
+            const double used = thread_cpu_seconds() - w0;
+            for (double c = cpu.load(); !cpu.compare_exchange_weak(c, c + used);) {
+            }
+            for (double c = tiles_cpu.load(); !tiles_cpu.compare_exchange_weak(c, c + used);) {
+            }
+          });
+        for (auto& t : pool) t.join();
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        walls.push_back(s - read_cpu);  // the read is single-threaded: its CPU time is its wall time
+        cpus.push_back(cpu.load());
+        tiles_cpus.push_back(tiles_cpu.load());
+        kept = 0;
+        px = 0;
+        for (std::size_t i = 0; i < tiles.size(); ++i)
+          if (use[i]) {
+            ++kept;
+            px += static_cast<std::int64_t>(tiles[i].rgb.total());
+          }
+        nuclei = count;
+      }
+      auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+      };
+      const double wall = median(walls), cpu = median(cpus), tiles_cpu = median(tiles_cpus);
+      const double mps = static_cast<double>(px) / 1e6 / wall;
+      std::printf("threads %d: %zu tissue tiles, %zu nuclei, wall %.2f s (%.2f MP/s, %.2f per thread), CPU %.2f s: "
+                  "%.2f MP per CPU-second (per core); segment_nuclei alone %.2f MP per CPU-second; thumbnail read "
+                  "(not counted) %.3f s CPU\n",
+                  threads, kept, nuclei, wall, mps, mps / threads, cpu, static_cast<double>(px) / 1e6 / cpu,
+                  static_cast<double>(px) / 1e6 / tiles_cpu, median(thumb_cpus));
+      (threads == 1 ? per_cpu_second.back().first : per_cpu_second.back().second) = static_cast<double>(px) / 1e6 / cpu;
     }
-    auto median = [](std::vector<double> v) {
-      std::sort(v.begin(), v.end());
-      return v[v.size() / 2];
-    };
-    const double wall = median(walls), cpu = median(cpus), tiles_cpu = median(tiles_cpus);
-    const double mps = static_cast<double>(px) / 1e6 / wall;
-    std::printf("threads %d: %zu tissue tiles, %zu nuclei, wall %.2f s (%.2f MP/s, %.2f per thread), CPU %.2f s: %.2f MP "
-                "per CPU-second (per core); segment_nuclei alone %.2f MP per CPU-second; thumbnail read (not counted) "
-                "%.3f s CPU\n",
-                threads, kept, nuclei, wall, mps, mps / threads, cpu, static_cast<double>(px) / 1e6 / cpu,
-                static_cast<double>(px) / 1e6 / tiles_cpu, median(thumb_cpus));
   }
+  if (per_cpu_second.size() == 2)
+    std::printf("direct AVX-512 / OpenCV dnn, MP per CPU-second: %.2f (1 thread), %.2f (2 threads)\n",
+                per_cpu_second[0].first / per_cpu_second[1].first, per_cpu_second[0].second / per_cpu_second[1].second);
   return 0;
 }

@@ -155,6 +155,35 @@ TEST_CASE("the accurate network is another network: other maps, the same drawn n
   CHECK(b.nuclei.size() == truth.size());
 }
 
+TEST_CASE("the direct AVX-512 network computes what OpenCV dnn computes") {
+  auto truth = layout();
+  const cv::Mat rgb = render(truth, 340, 230, 0.5, 4);
+  for (auto network : {grade::NucleiNetwork::fast, grade::NucleiNetwork::accurate}) {
+    CAPTURE(grade::nuclei_network_name(network));
+    const std::string engine = grade::detail::nuclei_engine(network);
+    if (!__builtin_cpu_supports("avx512f")) {
+      MESSAGE("this CPU has no AVX-512F: OpenCV dnn runs the network, nothing to compare");
+      CHECK(engine == "OpenCV dnn");
+      continue;
+    }
+    CHECK(engine == "direct AVX-512");
+    // Tiles of 128 + 2 x 8 px and the partial ones at the edges: several input sizes, all multiples of 8.
+    const grade::NucleiParams params{.network = network, .tile_px = 128};
+    const auto direct = grade::detail::network_maps(rgb, params);
+    grade::detail::set_thread_nuclei_direct(false);
+    CHECK(std::string(grade::detail::nuclei_engine(network)) == "OpenCV dnn");
+    const auto dnn = grade::detail::network_maps(rgb, params);
+    const auto b = grade::segment_nuclei(grade::make_view(rgb, 0.5), params);
+    grade::detail::set_thread_nuclei_direct(true);
+    const auto a = grade::segment_nuclei(grade::make_view(rgb, 0.5), params);
+    REQUIRE(direct.size() == 5);
+    REQUIRE(dnn.size() == 5);
+    for (std::size_t c = 0; c < direct.size(); ++c) CHECK(cv::norm(direct[c], dnn[c], cv::NORM_INF) < 1e-4);
+    CHECK(a.nuclei.size() == truth.size());
+    CHECK(cv::countNonZero(a.labels != b.labels) == 0);
+  }
+}
+
 TEST_CASE("results do not depend on OpenCV's thread count") {
   auto truth = layout();
   const cv::Mat rgb = render(truth, 340, 230, 0.5, 2);

@@ -7,7 +7,9 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <numbers>
+#include <optional>
 #include <queue>
 #include <string>
 #include <tuple>
@@ -18,6 +20,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "grade/error.hpp"
+#include "direct_unet.hpp"
 #include "models.hpp"
 #include "net_pool.hpp"
 
@@ -29,27 +32,43 @@ namespace grade {
 namespace {
 
 thread_local std::vector<unsigned char> t_model_override;
+thread_local bool t_direct_allowed = true;
 
-// The networks: a pool per embedded model (shared by all threads, kept for the life of the process so a new worker
-// thread or the next slide reuses a loaded network and its buffers; loaded on first use), and a per-thread pool for a
+// A nucleus network: its pool of OpenCV dnn networks and, where it can run them, the same network on our own kernels
+// (built once, from one of the pool's networks, on first use).
+struct NucleiModel {
+  detail::NetPool pool;
+  mutable std::once_flag direct_once;
+  mutable std::unique_ptr<const detail::DirectUnet> direct;
+  const detail::DirectUnet* direct_unet() const {
+    std::call_once(direct_once, [this] {
+      const detail::NetPool::Lease lease(pool);
+      direct = detail::DirectUnet::from(*lease.net);
+    });
+    return direct.get();
+  }
+};
+
+// The networks: one per embedded model (shared by all threads, kept for the life of the process so a new worker
+// thread or the next slide reuses a loaded network and its buffers; loaded on first use), and a per-thread one for a
 // model set by detail::set_thread_nuclei_model.
-const detail::NetPool& net_pool(NucleiNetwork network) {
+const NucleiModel& nuclei_model(NucleiNetwork network) {
   auto make = [](std::vector<unsigned char> bytes) {
-    auto p = std::make_unique<detail::NetPool>();
-    p->bytes = std::move(bytes);
-    p->what = "nuclei: the segmentation network";
+    auto p = std::make_unique<NucleiModel>();
+    p->pool.bytes = std::move(bytes);
+    p->pool.what = "nuclei: the segmentation network";
     return p;
   };
   if (t_model_override.empty()) {
     if (network == NucleiNetwork::accurate) {
-      static const std::unique_ptr<detail::NetPool> accurate = make(GRADE_MODEL_BYTES(nuclei_unet_accurate));
+      static const std::unique_ptr<NucleiModel> accurate = make(GRADE_MODEL_BYTES(nuclei_unet_accurate));
       return *accurate;
     }
-    static const std::unique_ptr<detail::NetPool> fast = make(GRADE_MODEL_BYTES(nuclei_unet));
+    static const std::unique_ptr<NucleiModel> fast = make(GRADE_MODEL_BYTES(nuclei_unet));
     return *fast;
   }
-  thread_local std::unique_ptr<detail::NetPool> custom;
-  if (!custom || custom->bytes != t_model_override) custom = make(t_model_override);
+  thread_local std::unique_ptr<NucleiModel> custom;
+  if (!custom || custom->pool.bytes != t_model_override) custom = make(t_model_override);
   return *custom;
 }
 
@@ -106,13 +125,19 @@ cv::Mat average_flips(const Run& run, const cv::Mat& blob, const cv::Mat& first,
 // With flips > 1 the network also runs on mirrored and transposed copies of each tile (average_flips).
 std::vector<cv::Mat> predict(const cv::Mat& rgb, NucleiNetwork network, int tile, int margin, int flips) {
   std::vector<cv::Mat> maps;
-  const detail::NetPool::Lease lease(net_pool(network));
-  cv::dnn::Net& net = *lease.net;
-  thread_local cv::Mat blob, logit;
-  auto run = [&net](const cv::Mat& in) {
+  const NucleiModel& model = nuclei_model(network);
+  const detail::DirectUnet* direct = t_direct_allowed ? model.direct_unet() : nullptr;
+  std::optional<detail::NetPool::Lease> lease;
+  if (!direct) lease.emplace(model.pool);
+  thread_local cv::Mat blob, logit, direct_out;
+  auto run = [&](const cv::Mat& in) {
     try {
-      net.setInput(in);
-      return net.forward();
+      if (direct) {
+        direct->forward(in, direct_out);
+        return direct_out;
+      }
+      lease->net->setInput(in);
+      return lease->net->forward();
     } catch (const cv::Exception& e) {
       throw Error(ErrorCode::model, std::string("nuclei: the segmentation network failed: ") + e.what());
     }
@@ -319,6 +344,10 @@ struct Accum {
 
 namespace detail {
 void set_thread_nuclei_model(std::vector<unsigned char> onnx) { t_model_override = std::move(onnx); }
+void set_thread_nuclei_direct(bool allowed) { t_direct_allowed = allowed; }
+const char* nuclei_engine(NucleiNetwork network) {
+  return t_direct_allowed && nuclei_model(network).direct_unet() ? "direct AVX-512" : "OpenCV dnn";
+}
 
 std::vector<cv::Mat> network_maps(const cv::Mat& rgb, const NucleiParams& params) {
   return predict(rgb, params.network, params.tile_px, params.tile_margin_px, params.flips);

@@ -1,0 +1,296 @@
+// NucleiNet run by our own AVX-512 kernels; see direct_unet.hpp for why and when.
+#include "direct_unet.hpp"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <string>
+
+namespace grade::detail {
+
+namespace {
+
+using Conv = DirectUnet::Conv;
+
+// Channels-last activations: pixel (y, x), channel c at at(y, x)[c]. Buffers keep a one-pixel border of zeros around
+// the h x w pixels, so a 3x3 convolution with zero padding reads rows and columns -1 and h / w directly. A view can
+// also be a slice of a wider buffer's channels (the skip connections live in the second half of their concatenation).
+struct View {
+  float* data = nullptr;  // pixel (0, 0), channel 0
+  int h = 0, w = 0;
+  std::ptrdiff_t px = 0, row = 0;  // floats per pixel and per row
+  float* at(int y, int x) const { return data + y * row + x * px; }
+  View channels_from(int c) const {
+    View v = *this;
+    v.data += c;
+    return v;
+  }
+};
+
+// A bordered h x w x channels buffer (grown as needed, kept between calls) and its view. Only the border is zeroed:
+// every interior value is written before it is read.
+View bordered(std::vector<float>& buf, int h, int w, int channels) {
+  const std::ptrdiff_t px = channels, row = static_cast<std::ptrdiff_t>(w + 2) * px;
+  const std::size_t size = static_cast<std::size_t>(row) * static_cast<std::size_t>(h + 2);
+  if (buf.size() < size) buf.resize(size);
+  View v{buf.data() + row + px, h, w, px, row};
+  std::fill(v.at(-1, -1), v.at(-1, w + 1), 0.0f);
+  std::fill(v.at(h, -1), v.at(h, w + 1), 0.0f);
+  for (int y = 0; y < h; ++y) {
+    std::fill(v.at(y, -1), v.at(y, 0), 0.0f);
+    std::fill(v.at(y, w), v.at(y, w + 1), 0.0f);
+  }
+  return v;
+}
+
+// P output pixels (ox .. ox + P - 1 of row oy) times 16 V output channels from co0: the P x V sums stay in registers
+// while the kernel's taps and the input channels stream past (one broadcast input value feeds V multiply-adds, one
+// loaded weight vector P). Bias, then ReLU unless it is the head.
+template <int V, int P>
+__attribute__((target("avx512f"))) inline void conv_block(const Conv& c, bool relu, const View& in, const View& out,
+                                                          int oy, int ox, int co0) {
+  __m512 acc[P][V];
+  const int r = c.k / 2;
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) {
+    const __m512 bias = _mm512_loadu_ps(c.b.data() + co0 + 16 * v);
+#pragma GCC unroll 32
+    for (int p = 0; p < P; ++p) acc[p][v] = bias;
+  }
+  const std::ptrdiff_t step = c.stride * in.px;
+  for (int ky = 0; ky < c.k; ++ky) {
+    for (int kx = 0; kx < c.k; ++kx) {
+      const float* src = in.at(oy * c.stride + ky - r, ox * c.stride + kx - r);
+      const float* wk = c.w.data() + static_cast<std::ptrdiff_t>((ky * c.k + kx) * c.cin) * c.cout_p + co0;
+      for (int ci = 0; ci < c.cin; ++ci) {
+        __m512 wv[V];
+#pragma GCC unroll 8
+        for (int v = 0; v < V; ++v) wv[v] = _mm512_loadu_ps(wk + static_cast<std::ptrdiff_t>(ci) * c.cout_p + 16 * v);
+#pragma GCC unroll 32
+        for (int p = 0; p < P; ++p) {
+          const __m512 a = _mm512_set1_ps(src[p * step + ci]);
+#pragma GCC unroll 8
+          for (int v = 0; v < V; ++v) acc[p][v] = _mm512_fmadd_ps(a, wv[v], acc[p][v]);
+        }
+      }
+    }
+  }
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 32
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v)
+      _mm512_storeu_ps(out.at(oy, ox + p) + co0 + 16 * v,
+                       relu ? _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(acc[p][v], zero, _CMP_GT_OQ), acc[p][v])
+                            : acc[p][v]);
+}
+
+// Output rows y0 .. y1 - 1: blocks of P pixels, the rest of each row in blocks of 8, 4, 2, 1.
+template <int V, int P>
+__attribute__((target("avx512f"))) void conv_rows(const Conv& c, bool relu, const View& in, const View& out, int y0,
+                                                  int y1) {
+  for (int y = y0; y < y1; ++y) {
+    for (int co0 = 0; co0 < c.cout_p; co0 += 16 * V) {
+      int x = 0;
+      for (; x + P <= out.w; x += P) conv_block<V, P>(c, relu, in, out, y, x, co0);
+      for (; x + 8 <= out.w; x += 8) conv_block<V, 8>(c, relu, in, out, y, x, co0);
+      for (; x + 4 <= out.w; x += 4) conv_block<V, 4>(c, relu, in, out, y, x, co0);
+      for (; x < out.w; ++x) conv_block<V, 1>(c, relu, in, out, y, x, co0);
+    }
+  }
+}
+
+// A convolution over all of `out`'s rows, in stripes of rows over OpenCV's threads. Output channels in blocks of 32
+// (two registers per pixel, 12 pixels) or, for 16, of 16 (24 pixels): 24 sums in registers either way.
+void conv(const Conv& c, bool relu, const View& in, const View& out) {
+  const int rows = out.h;
+  cv::parallel_for_(cv::Range(0, rows), [&](const cv::Range& r) {
+    if (c.cout_p % 32 == 0) conv_rows<2, 12>(c, relu, in, out, r.start, r.end);
+    else conv_rows<1, 24>(c, relu, in, out, r.start, r.end);
+  }, std::max(1, rows / 16));
+}
+
+// 2x2 max-pooling, stride 2 (in: 2h x 2w).
+void max_pool(const View& in, const View& out, int channels) {
+  for (int y = 0; y < out.h; ++y)
+    for (int x = 0; x < out.w; ++x) {
+      const float* a = in.at(2 * y, 2 * x);
+      const float* b = in.at(2 * y + 1, 2 * x);
+      float* o = out.at(y, x);
+      for (int ch = 0; ch < channels; ++ch)
+        o[ch] = std::max(std::max(a[ch], a[ch + in.px]), std::max(b[ch], b[ch + in.px]));
+    }
+}
+
+// Nearest-neighbour 2x up-sampling (out: 2h x 2w).
+void upsample_nearest(const View& in, const View& out, int channels) {
+  for (int y = 0; y < out.h; ++y)
+    for (int x = 0; x < out.w; ++x) std::copy_n(in.at(y / 2, x / 2), channels, out.at(y, x));
+}
+
+// Bilinear 2x up-sampling of the first `n` channels of `in` into planes 0 .. n - 1 of the 1 x n x 2h x 2w blob `out`,
+// with half-pixel centres and edges clamped (PyTorch's align_corners=False, ONNX Resize's half_pixel): output pixel
+// 2i samples input i - 1/4 and 2i + 1 samples i + 1/4.
+void upsample_bilinear(const View& in, int n, cv::Mat& out) {
+  const int h = in.h, w = in.w, H = 2 * h, W = 2 * w;
+  thread_local std::vector<float> tmp;  // one input-resolution row, interpolated vertically, planar
+  tmp.resize(static_cast<std::size_t>(n) * static_cast<std::size_t>(w));
+  for (int Y = 0; Y < H; ++Y) {
+    const float sy = std::max(0.5f * static_cast<float>(Y) - 0.25f, 0.0f);
+    const int y0 = static_cast<int>(sy), y1 = std::min(y0 + 1, h - 1);
+    const float fy = sy - static_cast<float>(y0);
+    for (int x = 0; x < w; ++x) {
+      const float* a = in.at(y0, x);
+      const float* b = in.at(y1, x);
+      for (int ch = 0; ch < n; ++ch) tmp[static_cast<std::size_t>(ch * w + x)] = a[ch] + fy * (b[ch] - a[ch]);
+    }
+    for (int ch = 0; ch < n; ++ch) {
+      const float* t = tmp.data() + static_cast<std::ptrdiff_t>(ch) * w;
+      float* o = out.ptr<float>(0, ch, Y);
+      o[0] = t[0];
+      for (int i = 1; i < w; ++i) o[2 * i] = 0.75f * t[i] + 0.25f * t[i - 1];
+      for (int i = 0; i + 1 < w; ++i) o[2 * i + 1] = 0.75f * t[i] + 0.25f * t[i + 1];
+      o[W - 1] = t[w - 1];
+    }
+  }
+}
+
+// The weights of an OpenCV convolution layer (blobs: Cout x Cin x k x k, and the bias Cout x 1) rearranged for
+// conv_block, or an empty Conv if the shapes are not as expected.
+Conv conv_from(const cv::Ptr<cv::dnn::Layer>& layer, int cin, int k, int stride, int cout = -1) {
+  if (layer->blobs.size() != 2) return {};
+  const cv::Mat& w = layer->blobs[0];
+  const cv::Mat& b = layer->blobs[1];
+  if (w.type() != CV_32F || b.type() != CV_32F || w.dims != 4 || w.size[1] != cin || w.size[2] != k ||
+      w.size[3] != k || (cout >= 0 && w.size[0] != cout) || static_cast<int>(b.total()) != w.size[0])
+    return {};
+  Conv c;
+  c.k = k;
+  c.stride = stride;
+  c.cin = cin;
+  c.cout = w.size[0];
+  c.cout_p = (c.cout + 15) / 16 * 16;
+  c.w.assign(static_cast<std::size_t>(k * k * cin * c.cout_p), 0.0f);
+  c.b.assign(static_cast<std::size_t>(c.cout_p), 0.0f);
+  const float* src = w.ptr<float>();
+  for (int o = 0; o < c.cout; ++o)
+    for (int i = 0; i < cin; ++i)
+      for (int t = 0; t < k * k; ++t)
+        c.w[static_cast<std::size_t>((t * cin + i) * c.cout_p + o)] = src[(o * cin + i) * k * k + t];
+  std::copy_n(b.ptr<float>(), c.cout, c.b.begin());
+  return c;
+}
+
+}  // namespace
+
+std::unique_ptr<const DirectUnet> DirectUnet::from(cv::dnn::Net& net) {
+  if (!__builtin_cpu_supports("avx512f")) return nullptr;
+  // The layer sequence NucleiNet exports to (ReLU after every convolution but the head; the output Identity aside).
+  const std::vector<std::string> expected = {
+      "Convolution", "ReLU",    "Convolution", "ReLU",   "Pooling",     "Convolution", "ReLU",   "Convolution",
+      "ReLU",        "Pooling", "Convolution", "ReLU",   "Convolution", "ReLU",        "Convolution", "ReLU",
+      "Resize",      "Concat",  "Convolution", "ReLU",   "Convolution", "ReLU",        "Resize", "Concat",
+      "Convolution", "ReLU",    "Convolution", "Resize"};
+  std::vector<cv::Ptr<cv::dnn::Layer>> convs;
+  std::size_t i = 0;
+  for (const auto& name : net.getLayerNames()) {
+    const cv::Ptr<cv::dnn::Layer> layer = net.getLayer(name);
+    if (layer->type == "Identity" && i == expected.size()) continue;
+    if (i >= expected.size() || layer->type != expected[i]) return nullptr;
+    if (layer->type == "Convolution") convs.push_back(layer);
+    ++i;
+  }
+  if (i != expected.size() || convs.size() != 11 || convs[0]->blobs.empty() || convs[2]->blobs.empty() ||
+      convs[4]->blobs.empty())
+    return nullptr;
+  auto u = std::unique_ptr<DirectUnet>(new DirectUnet);
+  u->b_ = convs[0]->blobs[0].size[0];
+  u->c_ = convs[2]->blobs[0].size[0];
+  u->d_ = convs[4]->blobs[0].size[0];
+  const int b = u->b_, c = u->c_, d = u->d_;
+  if (b % 16 != 0 || c % 16 != 0 || d % 16 != 0 || b == 0 || c == 0 || d == 0) return nullptr;
+  u->convs_ = {conv_from(convs[0], 3, 3, 2, b),     conv_from(convs[1], b, 3, 1, b),  conv_from(convs[2], b, 3, 1, c),
+               conv_from(convs[3], c, 3, 1, c),     conv_from(convs[4], c, 3, 1, d),  conv_from(convs[5], d, 3, 1, d),
+               conv_from(convs[6], d, 1, 1, c),     conv_from(convs[7], 2 * c, 3, 1, c),
+               conv_from(convs[8], c, 1, 1, b),     conv_from(convs[9], 2 * b, 3, 1, b),
+               conv_from(convs[10], b, 1, 1)};
+  for (const Conv& k : u->convs_)
+    if (k.cout == 0) return nullptr;
+  u->outputs_ = u->convs_[10].cout;
+  if (u->outputs_ > 16) return nullptr;
+
+  // The same function as OpenCV's? One test input (64 x 64, fixed noise), every output within float rounding.
+  const int shape[4] = {1, 3, 64, 64};
+  cv::Mat in(4, shape, CV_32F), ours;
+  cv::RNG rng(23);
+  rng.fill(in, cv::RNG::UNIFORM, -0.5, 0.5);
+  cv::Mat ref;
+  try {
+    net.setInput(in);
+    ref = net.forward().clone();
+  } catch (const cv::Exception&) {
+    return nullptr;
+  }
+  u->forward(in, ours);
+  if (ref.dims != 4 || ours.size[1] != ref.size[1] || ref.size[2] != 64 || ref.size[3] != 64) return nullptr;
+  const double scale = std::max(1.0, cv::norm(ref, cv::NORM_INF));
+  if (cv::norm(ref, ours, cv::NORM_INF) > 1e-4 * scale) return nullptr;
+  return u;
+}
+
+void DirectUnet::forward(const cv::Mat& in, cv::Mat& out) const {
+  CV_Assert(in.dims == 4 && in.size[0] == 1 && in.size[1] == 3 && in.type() == CV_32F && in.isContinuous());
+  const int H = in.size[2], W = in.size[3];
+  CV_Assert(H % 8 == 0 && W % 8 == 0 && H > 0 && W > 0);
+  const int b = b_, c = c_, d = d_;
+  const int h1 = H / 2, w1 = W / 2, h2 = H / 4, w2 = W / 4, h3 = H / 8, w3 = W / 8;
+  thread_local std::vector<float> bx0, bt1, bcat1, bp1, bt2, bcat2, bp2, bt3, bx3, br3, by2, br2, bhd;
+
+  // The input, channels last.
+  const View x0 = bordered(bx0, H, W, 3);
+  for (int ch = 0; ch < 3; ++ch)
+    for (int y = 0; y < H; ++y) {
+      const float* s = in.ptr<float>(0, ch, y);
+      float* o = x0.at(y, 0) + ch;
+      for (int x = 0; x < W; ++x) o[x * 3] = s[x];
+    }
+  // Encoder. The skip connections are written straight into the second half of their concatenation buffers.
+  const View t1 = bordered(bt1, h1, w1, b);
+  const View cat1 = bordered(bcat1, h1, w1, 2 * b);
+  const View x1 = cat1.channels_from(b);
+  conv(convs_[0], true, x0, t1);
+  conv(convs_[1], true, t1, x1);
+  const View p1 = bordered(bp1, h2, w2, b);
+  max_pool(x1, p1, b);
+  const View t2 = bordered(bt2, h2, w2, c);
+  const View cat2 = bordered(bcat2, h2, w2, 2 * c);
+  const View x2 = cat2.channels_from(c);
+  conv(convs_[2], true, p1, t2);
+  conv(convs_[3], true, t2, x2);
+  const View p2 = bordered(bp2, h3, w3, c);
+  max_pool(x2, p2, c);
+  const View t3 = bordered(bt3, h3, w3, d);
+  const View x3 = bordered(bx3, h3, w3, d);
+  conv(convs_[4], true, p2, t3);
+  conv(convs_[5], true, t3, x3);
+  // Decoder: reduce, up-sample into the first half of the concatenation, convolve.
+  const View r3 = bordered(br3, h3, w3, c);
+  conv(convs_[6], true, x3, r3);
+  upsample_nearest(r3, cat2, c);
+  const View y2 = bordered(by2, h2, w2, c);
+  conv(convs_[7], true, cat2, y2);
+  const View r2 = bordered(br2, h2, w2, b);
+  conv(convs_[8], true, y2, r2);
+  upsample_nearest(r2, cat1, b);
+  const View y1 = t1;  // s0's output is no longer needed
+  conv(convs_[9], true, cat1, y1);
+  const View hd = bordered(bhd, h1, w1, convs_[10].cout_p);
+  conv(convs_[10], false, y1, hd);
+  const int shape[4] = {1, outputs_, H, W};
+  out.create(4, shape, CV_32F);
+  upsample_bilinear(hd, outputs_, out);
+}
+
+}  // namespace grade::detail

@@ -1,0 +1,39 @@
+#pragma once
+// The nucleus network (tools/train/nuclei_net.py, NucleiNet) run by libgrade's own AVX-512 kernels instead of OpenCV
+// dnn: the same weights, read from the loaded cv::dnn::Net, and the same function to float rounding. OpenCV 4.6's
+// convolutions run at about 18 GMAC/s per core on our machines whatever their shape; these kernels keep activations
+// channels-last (16 channels per 512-bit register) with a block of output pixels' sums in registers, which gives about
+// 30 GMAC/s on the same cores (benchmarks/README.md, "Twenty-third session"). Used only where the CPU has AVX-512F and
+// the network has NucleiNet's layout with widths that are multiples of 16; from() checks the result against OpenCV dnn
+// on a test input before it is used, so a network it does not understand falls back to dnn rather than running wrong.
+#include <memory>
+#include <vector>
+
+#include <opencv2/core.hpp>
+#include <opencv2/dnn.hpp>
+
+namespace grade::detail {
+
+class DirectUnet {
+ public:
+  // The direct network for `net` (a freshly loaded NucleiNet), or null when this CPU lacks AVX-512F, the graph is not
+  // NucleiNet's (layer types and weight shapes), or its output on a test input differs from net's.
+  static std::unique_ptr<const DirectUnet> from(cv::dnn::Net& net);
+  // As net.forward(): `in` is a 1 x 3 x H x W CV_32F blob with H and W multiples of 8; `out` becomes 1 x O x H x W
+  // logits. Thread-safe (scratch buffers are per thread); rows are split with cv::parallel_for_, in a fixed order, so
+  // the result does not depend on the number of threads.
+  void forward(const cv::Mat& in, cv::Mat& out) const;
+
+  struct Conv {
+    int k = 3, stride = 1, cin = 0, cout = 0, cout_p = 0;  // cout_p: cout rounded up to a multiple of 16
+    std::vector<float> w;                                  // [k * k][cin][cout_p], zero beyond cout
+    std::vector<float> b;                                  // [cout_p]
+  };
+
+ private:
+  // s0 (stride 2), e1, e2 (two), e3 (two), r3 (1x1), d2, r2 (1x1), d1, head (1x1), in the graph's order.
+  std::vector<Conv> convs_;
+  int b_ = 0, c_ = 0, d_ = 0, outputs_ = 0;
+};
+
+}  // namespace grade::detail

@@ -21,7 +21,8 @@
 //   --errors  also print where the detection errors are: each GT nucleus (and each CoNSeP spindle one) as matched,
 //             missed, merged, split, outline (IoU 0.3-0.5) or other, each prediction as matched, unlabelled, merge,
 //             split, outline or other (nuclei_eval.hpp, NucleiErrorCounts), as shares of their totals
-//   --engine direct|opencv  run the network on libgrade's AVX-512 kernels where it can (default) or on OpenCV dnn
+//   --engine best|avx2|opencv  run the network on libgrade's own kernels with the CPU's best instruction set (the
+//              default), with AVX2, or on OpenCV dnn (grade::detail::NucleiEngine)
 //   --pred-dir  also write <name>.png (uint16 labels) and nuclei.csv per data set, for eval_nuclei.py
 #include <chrono>
 #include <cstdio>
@@ -88,11 +89,13 @@ int main(int argc, char** argv) {
     else if (a == "--errors") errors = true;
     else if (a == "--engine") {
       const std::string e = next();
-      if (e != "direct" && e != "opencv") {
-        std::cerr << "--engine must be direct or opencv\n";
+      if (e != "best" && e != "avx2" && e != "opencv") {
+        std::cerr << "--engine must be best, avx2 or opencv\n";
         return 2;
       }
-      grade::detail::set_thread_nuclei_direct(e == "direct");
+      grade::detail::set_thread_nuclei_engine(e == "best"   ? grade::detail::NucleiEngine::best
+                                              : e == "avx2" ? grade::detail::NucleiEngine::avx2
+                                                            : grade::detail::NucleiEngine::opencv);
     }
     else if (a == "--cv") {
       std::string m = next();

@@ -16,12 +16,12 @@
 //
 // usage: bench_nuclei_speed [SLIDE] [--mpp X] [--repeat N] [--cold] [--default-malloc] [--model FILE.onnx]
 //                           [--contact W] [--otol T] [--flips N] [--network fast|accurate]
-//                           [--engine direct|opencv|both]
+//                           [--engine best|avx2|opencv|all]
 //   SLIDE defaults to ../shared/data/wsi/cmu-1-small-region.svs; --model times another network than the embedded ones
 //   (a per-thread copy); --contact / --otol / --flips / --network set NucleiParams::contact_weight /
 //   offset_merge_tolerance / flips / network (which embedded network); --engine: which implementation runs the
-//   network, libgrade's direct AVX-512 kernels (where the CPU has them), OpenCV dnn, or both in turn (the default,
-//   with their ratio).
+//   network (grade::detail::NucleiEngine): libgrade's own kernels with the CPU's best instruction set, with AVX2, OpenCV
+//   dnn, or each of these in turn (all, the default), with their ratios to OpenCV dnn.
 #include <time.h>
 
 #include <algorithm>
@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
   double mpp = 0.0;
   int repeat = 5;
   bool cold = false, default_malloc = false;
-  std::string engine = "both";
+  std::string engine = "all";
   std::vector<unsigned char> model;  // empty: the embedded network
   grade::NucleiParams base;
   for (int i = 1; i < argc; ++i) {
@@ -68,8 +68,9 @@ int main(int argc, char** argv) {
     else if (a == "--default-malloc") default_malloc = true;
     else if (a == "--engine" && i + 1 < argc) {
       engine = argv[++i];
-      if (engine != "direct" && engine != "opencv" && engine != "both") {
-        std::fprintf(stderr, "bench_nuclei_speed: --engine must be direct, opencv or both, got %s\n", engine.c_str());
+      if (engine != "best" && engine != "avx2" && engine != "opencv" && engine != "all") {
+        std::fprintf(stderr, "bench_nuclei_speed: --engine must be best, avx2, opencv or all, got %s\n",
+                     engine.c_str());
         return 2;
       }
     }
@@ -114,18 +115,23 @@ int main(int argc, char** argv) {
     }
   std::printf("%s: %zu tiles of up to %dx%d at %.2f um/px; allocator %s\n", path.c_str(), tiles.size(), T, T, work_mpp,
               default_malloc ? "glibc defaults" : "tuned (grade::tune_allocator)");
-  // Which implementations run the network: libgrade's direct AVX-512 kernels (where the CPU has them) and OpenCV dnn,
-  // in the same run, so that their ratio does not depend on what else the machine is doing that hour.
+  // Which implementations run the network: libgrade's own kernels with the CPU's best instruction set, with AVX2 (where
+  // that best is AVX-512), and OpenCV dnn, in the same run, so that their ratios do not depend on what else the machine
+  // is doing that hour.
+  using grade::detail::NucleiEngine;
   if (!model.empty()) grade::detail::set_thread_nuclei_model(model);
-  std::vector<bool> engines;
-  if (engine != "opencv" && grade::detail::nuclei_engine(base.network) != std::string("OpenCV dnn"))
-    engines.push_back(true);
-  else if (engine == "direct")
-    std::printf("the direct kernels cannot run here (no AVX-512F, or not the embedded network's layout): OpenCV dnn\n");
-  if (engine != "direct" || engines.empty()) engines.push_back(false);
+  std::vector<std::pair<NucleiEngine, std::string>> engines;
+  for (auto [e, name] : {std::pair{NucleiEngine::best, "best"}, {NucleiEngine::avx2, "avx2"},
+                         {NucleiEngine::opencv, "opencv"}}) {
+    grade::detail::set_thread_nuclei_engine(e);
+    const std::string what = grade::detail::nuclei_engine_name(base.network);
+    const bool seen = std::any_of(engines.begin(), engines.end(), [&](const auto& x) { return x.second == what; });
+    if ((engine == "all" && !seen) || engine == name) engines.emplace_back(e, what);
+  }
+  grade::detail::set_thread_nuclei_engine(NucleiEngine::best);
   std::vector<std::pair<double, double>> per_cpu_second;  // (1 thread, 2 threads) per engine
-  for (const bool direct : engines) {
-    std::printf("network: %s\n", direct ? "direct AVX-512" : "OpenCV dnn");
+  for (const auto& [which, name] : engines) {
+    std::printf("network: %s\n", name.c_str());
     per_cpu_second.emplace_back();
     for (int threads : {1, 2}) {
       std::vector<double> walls, cpus, tiles_cpus, thumb_cpus;
@@ -163,7 +169,7 @@ int main(int argc, char** argv) {
           pool.emplace_back([&] {
             // The worker's first use, off the CPU clock unless --cold (see the top of the file).
             if (!model.empty()) grade::detail::set_thread_nuclei_model(model);
-            grade::detail::set_thread_nuclei_direct(direct);
+            grade::detail::set_thread_nuclei_engine(which);
             if (!cold) grade::segment_nuclei(tiles[0], np);
             const double w0 = thread_cpu_seconds();
             for (std::size_t i; (i = next.fetch_add(1)) < tiles.size();)
@@ -202,8 +208,10 @@ int main(int argc, char** argv) {
       (threads == 1 ? per_cpu_second.back().first : per_cpu_second.back().second) = static_cast<double>(px) / 1e6 / cpu;
     }
   }
-  if (per_cpu_second.size() == 2)
-    std::printf("direct AVX-512 / OpenCV dnn, MP per CPU-second: %.2f (1 thread), %.2f (2 threads)\n",
-                per_cpu_second[0].first / per_cpu_second[1].first, per_cpu_second[0].second / per_cpu_second[1].second);
+  for (std::size_t e = 0; e + 1 < engines.size(); ++e)
+    if (engines.back().second == "OpenCV dnn")
+      std::printf("%s / OpenCV dnn, MP per CPU-second: %.2f (1 thread), %.2f (2 threads)\n", engines[e].second.c_str(),
+                  per_cpu_second[e].first / per_cpu_second.back().first,
+                  per_cpu_second[e].second / per_cpu_second.back().second);
   return 0;
 }

@@ -155,32 +155,38 @@ TEST_CASE("the accurate network is another network: other maps, the same drawn n
   CHECK(b.nuclei.size() == truth.size());
 }
 
-TEST_CASE("the direct AVX-512 network computes what OpenCV dnn computes") {
+TEST_CASE("the direct kernels (AVX-512 and AVX2) compute what OpenCV dnn computes") {
+  using grade::detail::NucleiEngine;
   auto truth = layout();
   const cv::Mat rgb = render(truth, 340, 230, 0.5, 4);
+  const bool avx512 = __builtin_cpu_supports("avx512f");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   for (auto network : {grade::NucleiNetwork::fast, grade::NucleiNetwork::accurate}) {
     CAPTURE(grade::nuclei_network_name(network));
-    const std::string engine = grade::detail::nuclei_engine(network);
-    if (!__builtin_cpu_supports("avx512f")) {
-      MESSAGE("this CPU has no AVX-512F: OpenCV dnn runs the network, nothing to compare");
-      CHECK(engine == "OpenCV dnn");
-      continue;
-    }
-    CHECK(engine == "direct AVX-512");
+    const std::string best = grade::detail::nuclei_engine_name(network);
+    CHECK(best == (avx512 ? "direct AVX-512" : avx2 ? "direct AVX2" : "OpenCV dnn"));
     // Tiles of 128 + 2 x 8 px and the partial ones at the edges: several input sizes, all multiples of 8.
     const grade::NucleiParams params{.network = network, .tile_px = 128};
-    const auto direct = grade::detail::network_maps(rgb, params);
-    grade::detail::set_thread_nuclei_direct(false);
-    CHECK(std::string(grade::detail::nuclei_engine(network)) == "OpenCV dnn");
+    grade::detail::set_thread_nuclei_engine(NucleiEngine::opencv);
+    CHECK(std::string(grade::detail::nuclei_engine_name(network)) == "OpenCV dnn");
     const auto dnn = grade::detail::network_maps(rgb, params);
     const auto b = grade::segment_nuclei(grade::make_view(rgb, 0.5), params);
-    grade::detail::set_thread_nuclei_direct(true);
-    const auto a = grade::segment_nuclei(grade::make_view(rgb, 0.5), params);
-    REQUIRE(direct.size() == 5);
     REQUIRE(dnn.size() == 5);
-    for (std::size_t c = 0; c < direct.size(); ++c) CHECK(cv::norm(direct[c], dnn[c], cv::NORM_INF) < 1e-4);
-    CHECK(a.nuclei.size() == truth.size());
-    CHECK(cv::countNonZero(a.labels != b.labels) == 0);
+    for (auto engine : {NucleiEngine::best, NucleiEngine::avx2}) {
+      if (!avx2) {
+        MESSAGE("this CPU has neither AVX-512F nor AVX2 with FMA: OpenCV dnn runs the network, nothing to compare");
+        break;
+      }
+      grade::detail::set_thread_nuclei_engine(engine);
+      CAPTURE(grade::detail::nuclei_engine_name(network));
+      const auto direct = grade::detail::network_maps(rgb, params);
+      const auto a = grade::segment_nuclei(grade::make_view(rgb, 0.5), params);
+      REQUIRE(direct.size() == 5);
+      for (std::size_t c = 0; c < direct.size(); ++c) CHECK(cv::norm(direct[c], dnn[c], cv::NORM_INF) < 1e-4);
+      CHECK(a.nuclei.size() == truth.size());
+      CHECK(cv::countNonZero(a.labels != b.labels) == 0);
+    }
+    grade::detail::set_thread_nuclei_engine(NucleiEngine::best);
   }
 }
 

@@ -3,10 +3,12 @@
 // dnn: the same weights, read from the loaded cv::dnn::Net, and the same function to float rounding. OpenCV 4.6's
 // convolutions run at about 18 GMAC/s per core on our machines whatever their shape; these kernels keep activations
 // channels-last (16 channels per 512-bit register) with a block of output pixels' sums in registers, which gives about
-// 30 GMAC/s on the same cores (benchmarks/README.md, "Twenty-third session"). Used only where the CPU has AVX-512F and
-// the network has NucleiNet's layout with widths that are multiples of 16; from() checks the result against OpenCV dnn
-// on a test input before it is used, so a network it does not understand falls back to dnn rather than running wrong.
+// 60-80 GMAC/s with AVX-512 and 45 with AVX2 on the same cores (benchmarks/README.md, "Twenty-third session"). Used
+// only where the CPU has AVX-512F or AVX2 with FMA, and the network has NucleiNet's layout with widths that are
+// multiples of 16; from() checks the result against OpenCV dnn on a test input before it is used, so a network it does
+// not understand falls back to dnn rather than running wrong.
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include <opencv2/core.hpp>
@@ -16,13 +18,18 @@ namespace grade::detail {
 
 class DirectUnet {
  public:
-  // The direct network for `net` (a freshly loaded NucleiNet), or null when this CPU lacks AVX-512F, the graph is not
-  // NucleiNet's (layer types and weight shapes), or its output on a test input differs from net's.
+  enum class Isa { avx2, avx512 };  // AVX2 with FMA; AVX-512F
+  // The best instruction set this CPU offers for the kernels, or none.
+  static std::optional<Isa> cpu_isa();
+  // The direct network for `net` (a freshly loaded NucleiNet), or null when this CPU has neither AVX-512F nor AVX2 with
+  // FMA, the graph is not NucleiNet's (layer types and weight shapes), or its output on a test input differs from
+  // net's with either instruction set the CPU has.
   static std::unique_ptr<const DirectUnet> from(cv::dnn::Net& net);
   // As net.forward(): `in` is a 1 x 3 x H x W CV_32F blob with H and W multiples of 8; `out` becomes 1 x O x H x W
-  // logits. Thread-safe (scratch buffers are per thread); rows are split with cv::parallel_for_, in a fixed order, so
-  // the result does not depend on the number of threads.
-  void forward(const cv::Mat& in, cv::Mat& out) const;
+  // logits. `isa` must be one the CPU has (AVX2 where it has AVX-512F too). Thread-safe (scratch buffers are per
+  // thread); rows are split with cv::parallel_for_, each output computed alone in a fixed order, so the result does
+  // not depend on the number of threads.
+  void forward(const cv::Mat& in, cv::Mat& out, Isa isa) const;
 
   struct Conv {
     int k = 3, stride = 1, cin = 0, cout = 0, cout_p = 0;  // cout_p: cout rounded up to a multiple of 16

@@ -32,7 +32,7 @@ namespace grade {
 namespace {
 
 thread_local std::vector<unsigned char> t_model_override;
-thread_local bool t_direct_allowed = true;
+thread_local detail::NucleiEngine t_engine = detail::NucleiEngine::best;
 
 // A nucleus network: its pool of OpenCV dnn networks and, where it can run them, the same network on our own kernels
 // (built once, from one of the pool's networks, on first use).
@@ -126,14 +126,17 @@ cv::Mat average_flips(const Run& run, const cv::Mat& blob, const cv::Mat& first,
 std::vector<cv::Mat> predict(const cv::Mat& rgb, NucleiNetwork network, int tile, int margin, int flips) {
   std::vector<cv::Mat> maps;
   const NucleiModel& model = nuclei_model(network);
-  const detail::DirectUnet* direct = t_direct_allowed ? model.direct_unet() : nullptr;
+  const detail::DirectUnet* direct = t_engine != detail::NucleiEngine::opencv ? model.direct_unet() : nullptr;
+  using Isa = detail::DirectUnet::Isa;
+  const Isa isa =
+      t_engine == detail::NucleiEngine::best && detail::DirectUnet::cpu_isa() == Isa::avx512 ? Isa::avx512 : Isa::avx2;
   std::optional<detail::NetPool::Lease> lease;
   if (!direct) lease.emplace(model.pool);
   thread_local cv::Mat blob, logit, direct_out;
   auto run = [&](const cv::Mat& in) {
     try {
       if (direct) {
-        direct->forward(in, direct_out);
+        direct->forward(in, direct_out, isa);
         return direct_out;
       }
       lease->net->setInput(in);
@@ -344,9 +347,11 @@ struct Accum {
 
 namespace detail {
 void set_thread_nuclei_model(std::vector<unsigned char> onnx) { t_model_override = std::move(onnx); }
-void set_thread_nuclei_direct(bool allowed) { t_direct_allowed = allowed; }
-const char* nuclei_engine(NucleiNetwork network) {
-  return t_direct_allowed && nuclei_model(network).direct_unet() ? "direct AVX-512" : "OpenCV dnn";
+void set_thread_nuclei_engine(NucleiEngine engine) { t_engine = engine; }
+const char* nuclei_engine_name(NucleiNetwork network) {
+  if (t_engine == NucleiEngine::opencv || !nuclei_model(network).direct_unet()) return "OpenCV dnn";
+  return t_engine == NucleiEngine::best && DirectUnet::cpu_isa() == DirectUnet::Isa::avx512 ? "direct AVX-512"
+                                                                                          : "direct AVX2";
 }
 
 std::vector<cv::Mat> network_maps(const cv::Mat& rgb, const NucleiParams& params) {

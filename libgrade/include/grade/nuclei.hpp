@@ -165,12 +165,14 @@ void merge_by_offsets(cv::Mat& labels, const cv::Mat& h, const cv::Mat& v, doubl
 // spindle and, for the embedded network, the horizontal and vertical offsets (0..1 for -1..1); params.flips,
 // tile_px and tile_margin_px apply. Exposed for tests.
 std::vector<cv::Mat> network_maps(const cv::Mat& rgb, const NucleiParams& params = {});
-// Which implementation runs the network for the calling thread: libgrade's own AVX-512 kernels where the CPU has them
-// and the network has the embedded networks' layout (the default; src/direct_unet.hpp), or OpenCV dnn always (false).
-// For benchmarks and tests that compare the two.
-void set_thread_nuclei_direct(bool allowed);
-// "direct AVX-512" or "OpenCV dnn": what runs `network` (or the thread's model) for the calling thread.
-const char* nuclei_engine(NucleiNetwork network);
+// Which implementation runs the nucleus network for the calling thread (for benchmarks and tests that compare them):
+// libgrade's own kernels with the best instruction set the CPU has (AVX-512F, else AVX2 with FMA; the default; see
+// src/direct_unet.hpp), those kernels with AVX2 even where AVX-512F is there, or OpenCV dnn. The kernels run only
+// networks with the embedded networks' layout; any other runs on OpenCV dnn.
+enum class NucleiEngine { best, avx2, opencv };
+void set_thread_nuclei_engine(NucleiEngine engine);
+// What runs `network` (or the thread's model) for the calling thread: "direct AVX-512", "direct AVX2" or "OpenCV dnn".
+const char* nuclei_engine_name(NucleiNetwork network);
 }  // namespace detail
 
 }  // namespace grade

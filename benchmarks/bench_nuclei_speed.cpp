@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
     else if (a == "--contact" && i + 1 < argc) base.contact_weight = std::stod(argv[++i]);
     else if (a == "--otol" && i + 1 < argc) base.offset_merge_tolerance = std::stod(argv[++i]);
     else if (a == "--flips" && i + 1 < argc) base.flips = std::stoi(argv[++i]);
+    else if (a == "--tile" && i + 1 < argc) base.tile_px = std::stoi(argv[++i]);
     else if (a == "--network" && i + 1 < argc) {
       if (!grade::parse_nuclei_network(argv[++i], &base.network)) {
         std::fprintf(stderr, "bench_nuclei_speed: --network must be fast or accurate, got %s\n", argv[i]);

@@ -57,6 +57,7 @@ inline void store(float* p, vec a) { _mm512_storeu_ps(p, a); }
 inline vec splat(float x) { return _mm512_set1_ps(x); }
 inline vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
 inline vec relu_of(vec a) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ), a); }
+inline vec max_of(vec a, vec b) { return _mm512_maskz_max_ps(0xffff, a, b); }  // (GCC 12 warns on _mm512_max_ps)
 #include "direct_unet_kernels.inc"
 void rows(const Conv& c, bool relu, const View& in, const View& out, int y0, int y1) {
   if (c.cout_p % 32 == 0) conv_rows<2, 14>(c, relu, in, out, y0, y1);
@@ -75,6 +76,7 @@ inline void store(float* p, vec a) { _mm256_storeu_ps(p, a); }
 inline vec splat(float x) { return _mm256_set1_ps(x); }
 inline vec fma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
 inline vec relu_of(vec a) { return _mm256_max_ps(a, _mm256_setzero_ps()); }
+inline vec max_of(vec a, vec b) { return _mm256_max_ps(a, b); }
 #include "direct_unet_kernels.inc"
 void rows(const Conv& c, bool relu, const View& in, const View& out, int y0, int y1) {
   conv_rows<2, 6>(c, relu, in, out, y0, y1);
@@ -91,22 +93,14 @@ void conv(DirectUnet::Isa isa, const Conv& c, bool relu, const View& in, const V
   }, std::max(1, rows / 16));
 }
 
-// 2x2 max-pooling, stride 2 (in: 2h x 2w).
-void max_pool(const View& in, const View& out, int channels) {
-  for (int y = 0; y < out.h; ++y)
-    for (int x = 0; x < out.w; ++x) {
-      const float* a = in.at(2 * y, 2 * x);
-      const float* b = in.at(2 * y + 1, 2 * x);
-      float* o = out.at(y, x);
-      for (int ch = 0; ch < channels; ++ch)
-        o[ch] = std::max(std::max(a[ch], a[ch + in.px]), std::max(b[ch], b[ch + in.px]));
-    }
+void max_pool(DirectUnet::Isa isa, const View& in, const View& out, int channels) {
+  if (isa == DirectUnet::Isa::avx512) avx512::max_pool(in, out, channels);
+  else avx2::max_pool(in, out, channels);
 }
 
-// Nearest-neighbour 2x up-sampling (out: 2h x 2w).
-void upsample_nearest(const View& in, const View& out, int channels) {
-  for (int y = 0; y < out.h; ++y)
-    for (int x = 0; x < out.w; ++x) std::copy_n(in.at(y / 2, x / 2), channels, out.at(y, x));
+void upsample_nearest(DirectUnet::Isa isa, const View& in, const View& out, int channels) {
+  if (isa == DirectUnet::Isa::avx512) avx512::upsample_nearest(in, out, channels);
+  else avx2::upsample_nearest(in, out, channels);
 }
 
 // Bilinear 2x up-sampling of the first `n` channels of `in` into planes 0 .. n - 1 of the 1 x n x 2h x 2w blob `out`,
@@ -252,14 +246,14 @@ void DirectUnet::forward(const cv::Mat& in, cv::Mat& out, Isa isa) const {
   conv(isa, convs_[0], true, x0, t1);
   conv(isa, convs_[1], true, t1, x1);
   const View p1 = bordered(bp1, h2, w2, b);
-  max_pool(x1, p1, b);
+  max_pool(isa, x1, p1, b);
   const View t2 = bordered(bt2, h2, w2, c);
   const View cat2 = bordered(bcat2, h2, w2, 2 * c);
   const View x2 = cat2.channels_from(c);
   conv(isa, convs_[2], true, p1, t2);
   conv(isa, convs_[3], true, t2, x2);
   const View p2 = bordered(bp2, h3, w3, c);
-  max_pool(x2, p2, c);
+  max_pool(isa, x2, p2, c);
   const View t3 = bordered(bt3, h3, w3, d);
   const View x3 = bordered(bx3, h3, w3, d);
   conv(isa, convs_[4], true, p2, t3);
@@ -267,12 +261,12 @@ void DirectUnet::forward(const cv::Mat& in, cv::Mat& out, Isa isa) const {
   // Decoder: reduce, up-sample into the first half of the concatenation, convolve.
   const View r3 = bordered(br3, h3, w3, c);
   conv(isa, convs_[6], true, x3, r3);
-  upsample_nearest(r3, cat2, c);
+  upsample_nearest(isa, r3, cat2, c);
   const View y2 = bordered(by2, h2, w2, c);
   conv(isa, convs_[7], true, cat2, y2);
   const View r2 = bordered(br2, h2, w2, b);
   conv(isa, convs_[8], true, y2, r2);
-  upsample_nearest(r2, cat1, b);
+  upsample_nearest(isa, r2, cat1, b);
   const View y1 = t1;  // s0's output is no longer needed
   conv(isa, convs_[9], true, cat1, y1);
   const View hd = bordered(bhd, h1, w1, convs_[10].cout_p);

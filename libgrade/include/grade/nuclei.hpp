@@ -10,7 +10,8 @@
 // Image Analysis 2019). The network was trained on CoNSeP, MoNuSeg and
 // CPM-15 (tools/train/train_nuclei.py; benchmarks/README.md gives the command, data and held-out scores) and is
 // embedded in the library (libgrade/models/nuclei_unet.onnx, and a wider, slower, more accurate one beside it: see
-// NucleiNetwork), run by OpenCV dnn. Instances come from a
+// NucleiNetwork), run by libgrade's own AVX-512 or AVX2 kernels (src/direct_unet.hpp; by OpenCV dnn on other CPUs).
+// Instances come from a
 // marker-controlled watershed (Beucher & Meyer 1993) on the predicted distance: markers are the connected regions
 // where the distance exceeds `marker_threshold`; they flood the foreground in order of decreasing distance, and two
 // basins that meet less than `merge_depth` below the lower of their peaks are merged (dynamics, Grimaud 1992). Because the

@@ -1,10 +1,9 @@
-// NucleiNet run by our own AVX-512 kernels; see direct_unet.hpp for why and when.
+// NucleiNet run by our own AVX-512 / AVX2 kernels; see direct_unet.hpp for why and when.
 #include "direct_unet.hpp"
 
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstddef>
 #include <string>
 

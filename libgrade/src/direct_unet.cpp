@@ -228,7 +228,7 @@ void DirectUnet::forward(const cv::Mat& in, cv::Mat& out, Isa isa) const {
   CV_Assert(H % 8 == 0 && W % 8 == 0 && H > 0 && W > 0);
   const int b = b_, c = c_, d = d_;
   const int h1 = H / 2, w1 = W / 2, h2 = H / 4, w2 = W / 4, h3 = H / 8, w3 = W / 8;
-  thread_local std::vector<float> bx0, bt1, bcat1, bp1, bt2, bcat2, bp2, bt3, bx3, br3, by2, br2, bhd;
+  thread_local std::vector<float> bx0, bt1, bcat1, bp1, bt2, bcat2, bp2, bt3, bx3, br3, by2, br2;
 
   // The input, channels last.
   const View x0 = bordered(bx0, H, W, 3);
@@ -268,7 +268,7 @@ void DirectUnet::forward(const cv::Mat& in, cv::Mat& out, Isa isa) const {
   upsample_nearest(isa, r2, cat1, b);
   const View y1 = t1;  // s0's output is no longer needed
   conv(isa, convs_[9], true, cat1, y1);
-  const View hd = bordered(bhd, h1, w1, convs_[10].cout_p);
+  const View hd = bordered(bcat1, h1, w1, convs_[10].cout_p);  // the concatenation is no longer needed either
   conv(isa, convs_[10], false, y1, hd);
   const int shape[4] = {1, outputs_, H, W};
   out.create(4, shape, CV_32F);

@@ -104,26 +104,33 @@ void upsample_nearest(DirectUnet::Isa isa, const View& in, const View& out, int 
 
 // Bilinear 2x up-sampling of the first `n` channels of `in` into planes 0 .. n - 1 of the 1 x n x 2h x 2w blob `out`,
 // with half-pixel centres and edges clamped (PyTorch's align_corners=False, ONNX Resize's half_pixel): output pixel
-// 2i samples input i - 1/4 and 2i + 1 samples i + 1/4.
+// 2i samples input i - 1/4 (weights 1/4, 3/4 on inputs i - 1, i) and 2i + 1 samples i + 1/4 (3/4, 1/4 on i, i + 1).
+// The channels are first made planar, so that both passes run along contiguous rows.
 void upsample_bilinear(const View& in, int n, cv::Mat& out) {
-  const int h = in.h, w = in.w, H = 2 * h, W = 2 * w;
-  thread_local std::vector<float> tmp;  // one input-resolution row, interpolated vertically, planar
-  tmp.resize(static_cast<std::size_t>(n) * static_cast<std::size_t>(w));
-  for (int Y = 0; Y < H; ++Y) {
-    const float sy = std::max(0.5f * static_cast<float>(Y) - 0.25f, 0.0f);
-    const int y0 = static_cast<int>(sy), y1 = std::min(y0 + 1, h - 1);
-    const float fy = sy - static_cast<float>(y0);
+  const int h = in.h, w = in.w, W = 2 * w;
+  thread_local std::vector<float> planar, tmp;
+  planar.resize(static_cast<std::size_t>(n) * static_cast<std::size_t>(h) * static_cast<std::size_t>(w));
+  tmp.resize(static_cast<std::size_t>(w));
+  for (int y = 0; y < h; ++y)
     for (int x = 0; x < w; ++x) {
-      const float* a = in.at(y0, x);
-      const float* b = in.at(y1, x);
-      for (int ch = 0; ch < n; ++ch) tmp[static_cast<std::size_t>(ch * w + x)] = a[ch] + fy * (b[ch] - a[ch]);
+      const float* p = in.at(y, x);
+      for (int ch = 0; ch < n; ++ch) planar[(static_cast<std::size_t>(ch) * h + y) * w + x] = p[ch];
     }
-    for (int ch = 0; ch < n; ++ch) {
-      const float* t = tmp.data() + static_cast<std::ptrdiff_t>(ch) * w;
+  for (int ch = 0; ch < n; ++ch) {
+    const float* src = planar.data() + static_cast<std::size_t>(ch) * h * w;
+    for (int Y = 0; Y < 2 * h; ++Y) {
+      // Rows i - 1 and i (3/4 on i) for Y = 2i, rows i and i + 1 (3/4 on i) for Y = 2i + 1, clamped at the edges.
+      const int i = Y / 2, j = std::clamp(Y % 2 == 0 ? i - 1 : i + 1, 0, h - 1);
+      const float* a = src + static_cast<std::ptrdiff_t>(i) * w;
+      const float* b = src + static_cast<std::ptrdiff_t>(j) * w;
+      float* t = tmp.data();
+      for (int x = 0; x < w; ++x) t[x] = 0.75f * a[x] + 0.25f * b[x];
       float* o = out.ptr<float>(0, ch, Y);
       o[0] = t[0];
-      for (int i = 1; i < w; ++i) o[2 * i] = 0.75f * t[i] + 0.25f * t[i - 1];
-      for (int i = 0; i + 1 < w; ++i) o[2 * i + 1] = 0.75f * t[i] + 0.25f * t[i + 1];
+      for (int x = 0; x + 1 < w; ++x) {
+        o[2 * x + 1] = 0.75f * t[x] + 0.25f * t[x + 1];
+        o[2 * x + 2] = 0.25f * t[x] + 0.75f * t[x + 1];
+      }
       o[W - 1] = t[w - 1];
     }
   }
@@ -232,12 +239,17 @@ void DirectUnet::forward(const cv::Mat& in, cv::Mat& out, Isa isa) const {
 
   // The input, channels last.
   const View x0 = bordered(bx0, H, W, 3);
-  for (int ch = 0; ch < 3; ++ch)
-    for (int y = 0; y < H; ++y) {
-      const float* s = in.ptr<float>(0, ch, y);
-      float* o = x0.at(y, 0) + ch;
-      for (int x = 0; x < W; ++x) o[x * 3] = s[x];
+  for (int y = 0; y < H; ++y) {
+    const float* r = in.ptr<float>(0, 0, y);
+    const float* g = in.ptr<float>(0, 1, y);
+    const float* b = in.ptr<float>(0, 2, y);
+    float* o = x0.at(y, 0);
+    for (int x = 0; x < W; ++x) {
+      o[3 * x] = r[x];
+      o[3 * x + 1] = g[x];
+      o[3 * x + 2] = b[x];
     }
+  }
   // Encoder. The skip connections are written straight into the second half of their concatenation buffers.
   const View t1 = bordered(bt1, h1, w1, b);
   const View cat1 = bordered(bcat1, h1, w1, 2 * b);

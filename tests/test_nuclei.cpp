@@ -10,6 +10,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "direct_unet.hpp"
 #include "grade/error.hpp"
 #include "grade/nuclei.hpp"
 #include "nuclei_eval.hpp"
@@ -159,8 +160,8 @@ TEST_CASE("the direct kernels (AVX-512 and AVX2) compute what OpenCV dnn compute
   using grade::detail::NucleiEngine;
   auto truth = layout();
   const cv::Mat rgb = render(truth, 340, 230, 0.5, 4);
-  const bool avx512 = __builtin_cpu_supports("avx512f");
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const auto isa = grade::detail::DirectUnet::cpu_isa();  // AVX-512F, else AVX2 with FMA, else none
+  const bool avx512 = isa == grade::detail::DirectUnet::Isa::avx512, avx2 = isa.has_value();  // AVX-512 here implies AVX2
   for (auto network : {grade::NucleiNetwork::fast, grade::NucleiNetwork::accurate}) {
     CAPTURE(grade::nuclei_network_name(network));
     const std::string best = grade::detail::nuclei_engine_name(network);

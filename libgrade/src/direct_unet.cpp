@@ -1,7 +1,10 @@
 // NucleiNet run by our own AVX-512 / AVX2 kernels; see direct_unet.hpp for why and when.
 #include "direct_unet.hpp"
 
+#if defined(__x86_64__) && !defined(GRADE_NO_DIRECT_UNET)
 #include <immintrin.h>
+#define GRADE_DIRECT_UNET 1  // the kernels exist (x86-64 only; elsewhere OpenCV dnn runs the network)
+#endif
 
 #include <algorithm>
 #include <cstddef>
@@ -44,6 +47,7 @@ View bordered(std::vector<float>& buf, int h, int w, int channels) {
   return v;
 }
 
+#ifdef GRADE_DIRECT_UNET
 // The kernels, once for AVX-512F (16 floats per register; 32 registers: 28 sums for 32 output channels x 14 pixels, or
 // 24 for 16 x 24) and once for AVX2 with FMA (8 floats; 16 registers: 12 sums for 16 channels x 6 pixels).
 #pragma GCC push_options
@@ -101,6 +105,7 @@ void upsample_nearest(DirectUnet::Isa isa, const View& in, const View& out, int 
   if (isa == DirectUnet::Isa::avx512) avx512::upsample_nearest(in, out, channels);
   else avx2::upsample_nearest(in, out, channels);
 }
+#endif
 
 // Bilinear 2x up-sampling of the first `n` channels of `in` into planes 0 .. n - 1 of the 1 x n x 2h x 2w blob `out`,
 // with half-pixel centres and edges clamped (PyTorch's align_corners=False, ONNX Resize's half_pixel): output pixel
@@ -165,8 +170,10 @@ Conv conv_from(const cv::Ptr<cv::dnn::Layer>& layer, int cin, int k, int stride,
 }  // namespace
 
 std::optional<DirectUnet::Isa> DirectUnet::cpu_isa() {
-  if (__builtin_cpu_supports("avx512f")) return Isa::avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+#ifdef GRADE_DIRECT_UNET
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return std::nullopt;
+  return __builtin_cpu_supports("avx512f") ? Isa::avx512 : Isa::avx2;  // (with AVX2 too, as every such CPU has)
+#endif
   return std::nullopt;
 }
 
@@ -230,6 +237,10 @@ std::unique_ptr<const DirectUnet> DirectUnet::from(cv::dnn::Net& net) {
 }
 
 void DirectUnet::forward(const cv::Mat& in, cv::Mat& out, Isa isa) const {
+#ifndef GRADE_DIRECT_UNET
+  (void)in, (void)out, (void)isa;
+  CV_Error(cv::Error::StsNotImplemented, "the direct nucleus network needs x86-64");  // from() never builds one there
+#else
   CV_Assert(in.dims == 4 && in.size[0] == 1 && in.size[1] == 3 && in.type() == CV_32F && in.isContinuous());
   const int H = in.size[2], W = in.size[3];
   CV_Assert(H % 8 == 0 && W % 8 == 0 && H > 0 && W > 0);
@@ -285,6 +296,7 @@ void DirectUnet::forward(const cv::Mat& in, cv::Mat& out, Isa isa) const {
   const int shape[4] = {1, outputs_, H, W};
   out.create(4, shape, CV_32F);
   upsample_bilinear(hd, outputs_, out);
+#endif
 }
 
 }  // namespace grade::detail

@@ -19,7 +19,8 @@ namespace grade::detail {
 class DirectUnet {
  public:
   enum class Isa { avx2, avx512 };  // AVX2 with FMA; AVX-512F
-  // The best instruction set this CPU offers for the kernels, or none.
+  // The best instruction set this CPU offers for the kernels (AVX-512F where it also has AVX2 with FMA), or none (also
+  // on other architectures than x86-64).
   static std::optional<Isa> cpu_isa();
   // The direct network for `net` (a freshly loaded NucleiNet), or null when this CPU has neither AVX-512F nor AVX2 with
   // FMA, the graph is not NucleiNet's (layer types and weight shapes), or its output on a test input differs from

@@ -160,10 +160,15 @@ TEST_CASE("the direct kernels (AVX-512 and AVX2) compute what OpenCV dnn compute
   using grade::detail::NucleiEngine;
   auto truth = layout();
   const cv::Mat rgb = render(truth, 340, 230, 0.5, 4);
-  const auto isa = grade::detail::DirectUnet::cpu_isa();  // AVX-512F, else AVX2 with FMA, else none
-  const bool avx512 = isa == grade::detail::DirectUnet::Isa::avx512, avx2 = isa.has_value();  // AVX-512 here implies AVX2
+  // AVX-512F (with AVX2 and FMA), else AVX2 with FMA, else none.
+  const auto isa = grade::detail::DirectUnet::cpu_isa();
+  const bool avx512 = isa == grade::detail::DirectUnet::Isa::avx512, avx2 = isa.has_value();
+  struct Reset {  // the thread's engine back to the default however the test ends
+    ~Reset() { grade::detail::set_thread_nuclei_engine(NucleiEngine::best); }
+  } reset;
   for (auto network : {grade::NucleiNetwork::fast, grade::NucleiNetwork::accurate}) {
-    CAPTURE(grade::nuclei_network_name(network));
+    const std::string name = grade::nuclei_network_name(network);
+    CAPTURE(name);
     const std::string best = grade::detail::nuclei_engine_name(network);
     CHECK(best == (avx512 ? "direct AVX-512" : avx2 ? "direct AVX2" : "OpenCV dnn"));
     // Tiles of 128 + 2 x 8 px and the partial ones at the edges: several input sizes, all multiples of 8.
@@ -175,11 +180,12 @@ TEST_CASE("the direct kernels (AVX-512 and AVX2) compute what OpenCV dnn compute
     REQUIRE(dnn.size() == 5);
     for (auto engine : {NucleiEngine::best, NucleiEngine::avx2}) {
       if (!avx2) {
-        MESSAGE("this CPU has neither AVX-512F nor AVX2 with FMA: OpenCV dnn runs the network, nothing to compare");
+        MESSAGE("no direct kernels here (a CPU without AVX2 and FMA, or not x86-64): OpenCV dnn runs the network");
         break;
       }
       grade::detail::set_thread_nuclei_engine(engine);
-      CAPTURE(grade::detail::nuclei_engine_name(network));
+      const std::string engine_name = grade::detail::nuclei_engine_name(network);
+      CAPTURE(engine_name);
       const auto direct = grade::detail::network_maps(rgb, params);
       const auto a = grade::segment_nuclei(grade::make_view(rgb, 0.5), params);
       REQUIRE(direct.size() == 5);
@@ -187,7 +193,6 @@ TEST_CASE("the direct kernels (AVX-512 and AVX2) compute what OpenCV dnn compute
       CHECK(a.nuclei.size() == truth.size());
       CHECK(cv::countNonZero(a.labels != b.labels) == 0);
     }
-    grade::detail::set_thread_nuclei_engine(NucleiEngine::best);
   }
 }
 

@@ -169,6 +169,7 @@ TEST_CASE("the direct kernels (AVX-512 and AVX2) compute what OpenCV dnn compute
   for (auto network : {grade::NucleiNetwork::fast, grade::NucleiNetwork::accurate}) {
     const std::string name = grade::nuclei_network_name(network);
     CAPTURE(name);
+    grade::detail::set_thread_nuclei_engine(NucleiEngine::best);
     const std::string best = grade::detail::nuclei_engine_name(network);
     CHECK(best == (avx512 ? "direct AVX-512" : avx2 ? "direct AVX2" : "OpenCV dnn"));
     // Tiles of 128 + 2 x 8 px and the partial ones at the edges: several input sizes, all multiples of 8.

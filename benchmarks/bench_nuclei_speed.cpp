@@ -16,12 +16,12 @@
 //
 // usage: bench_nuclei_speed [SLIDE] [--mpp X] [--repeat N] [--cold] [--default-malloc] [--model FILE.onnx]
 //                           [--contact W] [--otol T] [--flips N] [--network fast|accurate]
-//                           [--engine best|avx2|opencv|all]
+//                           [--tile PX] [--engine best|avx2|opencv|all]
 //   SLIDE defaults to ../shared/data/wsi/cmu-1-small-region.svs; --model times another network than the embedded ones
-//   (a per-thread copy); --contact / --otol / --flips / --network set NucleiParams::contact_weight /
-//   offset_merge_tolerance / flips / network (which embedded network); --engine: which implementation runs the
-//   network (grade::detail::NucleiEngine): libgrade's own kernels with the CPU's best instruction set, with AVX2, OpenCV
-//   dnn, or each of these in turn (all, the default), with their ratios to OpenCV dnn.
+//   (a per-thread copy); --contact / --otol / --flips / --network / --tile set NucleiParams::contact_weight /
+//   offset_merge_tolerance / flips / network (which embedded network) / tile_px; --engine: which implementation runs
+//   the network (grade::detail::NucleiEngine): libgrade's own kernels with the CPU's best instruction set, with AVX2,
+//   OpenCV dnn, or each of these in turn (all, the default), with their ratios to OpenCV dnn.
 #include <time.h>
 
 #include <algorithm>

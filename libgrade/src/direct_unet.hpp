@@ -1,8 +1,8 @@
 #pragma once
-// The nucleus network (tools/train/nuclei_net.py, NucleiNet) run by libgrade's own AVX-512 kernels instead of OpenCV
-// dnn: the same weights, read from the loaded cv::dnn::Net, and the same function to float rounding. OpenCV 4.6's
-// convolutions run at about 18 GMAC/s per core on our machines whatever their shape; these kernels keep activations
-// channels-last (16 channels per 512-bit register) with a block of output pixels' sums in registers, which gives about
+// The nucleus network (tools/train/nuclei_net.py, NucleiNet) run by libgrade's own AVX-512 / AVX2 kernels instead of
+// OpenCV dnn: the same weights, read from the loaded cv::dnn::Net, and the same function to float rounding. OpenCV
+// 4.6's convolutions run at about 18 GMAC/s per core on our machines whatever their shape; these kernels keep
+// activations channels-last (16 or 8 channels per register) with a block of output pixels' sums in registers, about
 // 60-80 GMAC/s with AVX-512 and 45 with AVX2 on the same cores (benchmarks/README.md, "Twenty-third session"). Used
 // only where the CPU has AVX-512F or AVX2 with FMA, and the network has NucleiNet's layout with widths that are
 // multiples of 16; from() checks the result against OpenCV dnn on a test input before it is used, so a network it does

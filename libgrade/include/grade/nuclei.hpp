@@ -11,18 +11,17 @@
 // CPM-15 (tools/train/train_nuclei.py; benchmarks/README.md gives the command, data and held-out scores) and is
 // embedded in the library (libgrade/models/nuclei_unet.onnx, and a wider, slower, more accurate one beside it: see
 // NucleiNetwork), run by libgrade's own AVX-512 or AVX2 kernels (src/direct_unet.hpp; by OpenCV dnn on other CPUs).
-// Instances come from a
-// marker-controlled watershed (Beucher & Meyer 1993) on the predicted distance: markers are the connected regions
-// where the distance exceeds `marker_threshold`; they flood the foreground in order of decreasing distance, and two
-// basins that meet less than `merge_depth` below the lower of their peaks are merged (dynamics, Grimaud 1992). Because the
-// distance is normalised per nucleus, the marker of a thin spindle nucleus runs along its whole axis (it is never cut
-// in pieces), while two touching nuclei are separated by the valley of the distance between them. The offset maps
-// then undo over-splitting: touching instances whose union still fits one nucleus's offsets (score under
-// `offset_merge_tolerance`) are merged. They can also deepen the valleys (where two nuclei touch, an offset falls from
-// +1 to -1 within a pixel or two; `contact_weight` times that fall is taken off the distance before seeding). That
-// step is off for the fast network (with an earlier network it cut drawn spindle nuclei in two, and on the fast one it
-// trades CoNSeP for MoNuSeg and CPM-15) and on for the accurate one, whose offset maps are cleaner. A three-output
-// network (no offset maps) runs too, without either step.
+// Instances come from a marker-controlled watershed (Beucher & Meyer 1993) on the predicted distance: markers are the
+// connected regions where the distance exceeds `marker_threshold`; they flood the foreground in order of decreasing
+// distance, and two basins that meet less than `merge_depth` below the lower of their peaks are merged (dynamics,
+// Grimaud 1992). Because the distance is normalised per nucleus, the marker of a thin spindle nucleus runs along its
+// whole axis (it is never cut in pieces), while two touching nuclei are separated by the valley of the distance between
+// them. The offset maps then undo over-splitting: touching instances whose union still fits one nucleus's offsets
+// (score under `offset_merge_tolerance`) are merged. They can also deepen the valleys (where two nuclei touch, an
+// offset falls from +1 to -1 within a pixel or two; `contact_weight` times that fall is taken off the distance before
+// seeding). That step is off for the fast network (with an earlier network it cut drawn spindle nuclei in two, and on
+// the fast one it trades CoNSeP for MoNuSeg and CPM-15) and on for the accurate one, whose offset maps are cleaner. A
+// three-output network (no offset maps) runs too, without either step.
 //
 // Spindle rule (documented so it can be checked by eye): a nucleus is spindle-shaped when it is
 //   - elongated:  elongation (major / minor axis of the moment-equivalent ellipse) >= spindle_min_elongation,

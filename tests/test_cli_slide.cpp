@@ -11,6 +11,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "grade/nuclei.hpp"
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
@@ -123,6 +124,8 @@ TEST_CASE("grade-slide: a plain image with --mpp; --quiet; progress lines; repor
   CHECK(rep["fnclcc"]["differentiation_source"] == "subtype");
   CHECK(rep["parameters"]["hpf_area_mm2"] == doctest::Approx(0.2376).epsilon(0.01));
   CHECK(rep["run"]["threads"] == 2);
+  CHECK(rep["run"]["nuclei_engine"].get<std::string>() ==
+        grade::detail::nuclei_engine_name(grade::NucleiNetwork::accurate));  // what this CPU runs, recorded
   CHECK(rep["parameters"]["nuclei_flips"] == 2);
   CHECK(rep["parameters"]["nuclei_network"] == "accurate");
   CHECK(rep["nuclei"]["count"].get<int>() > 0);

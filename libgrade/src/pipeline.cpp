@@ -417,6 +417,9 @@ SlideReport grade_slide(const Slide& slide, const GradeParams& params_in, const 
   int threads = params.threads > 0 ? params.threads : static_cast<int>(std::thread::hardware_concurrency());
   threads = std::clamp(threads, 1, std::max<int>(1, static_cast<int>(tiles.size())));
   rep.threads_used = threads;
+  // The workers run the network as the library's default does (they do not set detail::set_thread_nuclei_engine).
+  if (params.nuclei_sampling != NucleiSampling::none)
+    rep.nuclei_engine = detail::nuclei_engine_name(params.nuclei.network);
   std::atomic<std::size_t> next{0};
   std::atomic<bool> failed{false};
   std::mutex mutex;  // guards done, first_error and the progress callback

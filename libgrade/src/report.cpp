@@ -181,7 +181,7 @@ ordered_json report_object(const SlideReport& rep) {
                                  {"any", f.mitosis_borderline || f.necrosis_borderline}}},
                  {"notes", f.notes}};
   j["warnings"] = rep.warnings;
-  j["run"] = {{"threads", rep.threads_used}};
+  j["run"] = {{"threads", rep.threads_used}, {"nuclei_engine", rep.nuclei_engine}};
   j["timings"] = {{"thumbnail_s", r(rep.timings.thumbnail_s, 3)},
                   {"tiles_s", r(rep.timings.tiles_s, 3)},
                   {"aggregate_s", r(rep.timings.aggregate_s, 3)},

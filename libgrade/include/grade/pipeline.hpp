@@ -136,6 +136,9 @@ struct SlideReport {
   std::optional<int> differentiation;  // resolved (score given, or from the subtype)
   std::string differentiation_source;  // "pathologist", "subtype", or "" when unknown
   int threads_used = 1;
+  // What ran the nucleus network: "direct AVX-512", "direct AVX2" (libgrade's own kernels) or "OpenCV dnn"; the same
+  // function to float rounding. Empty with NucleiSampling::none.
+  std::string nuclei_engine;
 
   StainEstimate stains;
   double tissue_area_mm2 = 0.0;   // all tissue on the slide

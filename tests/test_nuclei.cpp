@@ -7,6 +7,7 @@
 #include <random>
 
 #include <opencv2/core/utility.hpp>
+#include <opencv2/dnn.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -195,6 +196,25 @@ TEST_CASE("the direct kernels (AVX-512 and AVX2) compute what OpenCV dnn compute
       CHECK(cv::countNonZero(a.labels != b.labels) == 0);
     }
   }
+}
+
+TEST_CASE("the direct kernels refuse a network of another layout (it runs on OpenCV dnn)") {
+  // One 3x3 convolution, 3 -> 16 channels: a valid network, not NucleiNet's layer sequence.
+  cv::dnn::Net net;
+  cv::dnn::LayerParams lp;
+  lp.set("kernel_size", 3);
+  lp.set("pad", 1);
+  lp.set("num_output", 16);
+  lp.set("bias_term", true);
+  const int wshape[4] = {16, 3, 3, 3};
+  cv::Mat w(4, wshape, CV_32F), b(16, 1, CV_32F, cv::Scalar(0.1));
+  cv::randu(w, -1.0, 1.0);
+  lp.blobs = {w, b};
+  net.addLayerToPrev("conv", "Convolution", lp);
+  const int ishape[4] = {1, 3, 16, 16};
+  net.setInput(cv::Mat(4, ishape, CV_32F, cv::Scalar(0.2)));
+  REQUIRE(net.forward().size[1] == 16);  // dnn runs it
+  CHECK(grade::detail::DirectUnet::from(net) == nullptr);
 }
 
 TEST_CASE("results do not depend on OpenCV's thread count") {

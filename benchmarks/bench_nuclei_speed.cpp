@@ -50,21 +50,103 @@ double thread_cpu_seconds() {
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
+
+// The slide's tiles at the working resolution and what to run on them.
+struct Setup {
+  const grade::Slide* slide = nullptr;
+  grade::ImageView whole;                 // the whole slide at 0.5 um/px
+  std::vector<grade::ImageView> tiles;    // its 1024 px tiles
+  grade::NucleiParams base;               // the nucleus settings given
+  std::vector<unsigned char> model;       // empty: the embedded network
+  bool cold = false;                      // count each worker's first use
+};
+
+// One repetition's clocks and counts.
+struct Run {
+  double wall = 0, cpu = 0, tiles_cpu = 0, thumb_cpu = 0;
+  std::int64_t px = 0;
+  std::size_t kept = 0, nuclei = 0;
+};
+
+// One timed run as the pipeline does it: tissue and stains on the slide (one thread), then segment_nuclei on the
+// tissue tiles by `threads` workers, each running the network on `engine`.
+Run run_once(const Setup& s, int threads, grade::detail::NucleiEngine engine) {
+  Run run;
+  const auto t0 = std::chrono::steady_clock::now();
+  const double c0 = thread_cpu_seconds();
+  // Tissue and stains (once per slide), on a thumbnail / a 2 um/px view.
+  const double r0 = thread_cpu_seconds();
+  const grade::ImageView thumb = s.slide->read_thumbnail(8.0);
+  run.thumb_cpu = thread_cpu_seconds() - r0;
+  const grade::TissueMask tissue = grade::detect_tissue(thumb);
+  cv::Mat tm;
+  cv::resize(tissue.mask, tm, s.whole.rgb.size(), 0, 0, cv::INTER_NEAREST);
+  grade::ImageView small = s.whole;
+  cv::resize(s.whole.rgb, small.rgb, cv::Size(), 0.25, 0.25, cv::INTER_AREA);
+  cv::Mat sm;
+  cv::resize(tm, sm, small.rgb.size(), 0, 0, cv::INTER_NEAREST);
+  const grade::StainEstimate stains = grade::estimate_stains(small, {}, sm);
+  grade::NucleiParams np = s.base;
+  np.stains = stains.vectors;
+  const auto& tiles = s.tiles;
+  std::vector<char> use(tiles.size(), 0);
+  for (std::size_t i = 0; i < tiles.size(); ++i) {
+    const int x = static_cast<int>((tiles[i].x0 - s.whole.x0) / s.whole.downsample),
+              y = static_cast<int>((tiles[i].y0 - s.whole.y0) / s.whole.downsample);
+    use[i] = cv::countNonZero(tm(cv::Rect(x, y, tiles[i].rgb.cols, tiles[i].rgb.rows))) > 0;
+  }
+  std::atomic<double> cpu{thread_cpu_seconds() - c0 - run.thumb_cpu}, tiles_cpu{0.0};
+  std::atomic<std::size_t> next{0};
+  std::atomic<std::size_t> count{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([&] {
+      // The worker's first use, off the CPU clock unless --cold (see the top of the file).
+      if (!s.model.empty()) grade::detail::set_thread_nuclei_model(s.model);
+      grade::detail::set_thread_nuclei_engine(engine);
+      if (!s.cold) grade::segment_nuclei(tiles[0], np);
+      const double w0 = thread_cpu_seconds();
+      for (std::size_t i; (i = next.fetch_add(1)) < tiles.size();)
+        if (use[i]) count += grade::segment_nuclei(tiles[i], np).nuclei.size();
+      const double used = thread_cpu_seconds() - w0;
+      for (double c = cpu.load(); !cpu.compare_exchange_weak(c, c + used);) {
+      }
+      for (double c = tiles_cpu.load(); !tiles_cpu.compare_exchange_weak(c, c + used);) {
+      }
+    });
+  for (auto& t : pool) t.join();
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  run.wall = wall - run.thumb_cpu;  // the read is single-threaded: its CPU time is its wall time
+  run.cpu = cpu.load();
+  run.tiles_cpu = tiles_cpu.load();
+  for (std::size_t i = 0; i < tiles.size(); ++i)
+    if (use[i]) {
+      ++run.kept;
+      run.px += static_cast<std::int64_t>(tiles[i].rgb.total());
+    }
+  run.nuclei = count;
+  return run;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string path = std::string(GRADE_SHARED_DATA) + "/wsi/cmu-1-small-region.svs";
   double mpp = 0.0;
   int repeat = 5;
-  bool cold = false, default_malloc = false;
+  bool default_malloc = false;
   std::string engine = "all";
-  std::vector<unsigned char> model;  // empty: the embedded network
-  grade::NucleiParams base;
+  Setup setup;
+  grade::NucleiParams& base = setup.base;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--mpp" && i + 1 < argc) mpp = std::stod(argv[++i]);
     else if (a == "--repeat" && i + 1 < argc) repeat = std::stoi(argv[++i]);
-    else if (a == "--cold") cold = true;
+    else if (a == "--cold") setup.cold = true;
     else if (a == "--default-malloc") default_malloc = true;
     else if (a == "--engine" && i + 1 < argc) {
       engine = argv[++i];
@@ -90,7 +172,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "bench_nuclei_speed: cannot read %s\n", argv[i]);
         return 2;
       }
-      model.assign(std::istreambuf_iterator<char>(in), {});
+      setup.model.assign(std::istreambuf_iterator<char>(in), {});
     } else path = a;
   }
   cv::setNumThreads(1);
@@ -103,9 +185,11 @@ int main(int argc, char** argv) {
   const grade::Slide slide = grade::Slide::open(path, op);
   const double work_mpp = 0.5;
   // Tiles at 0.5 um/px, read once up front.
-  const grade::ImageView whole = slide.read_region_at_mpp({0, 0, slide.width(), slide.height()}, work_mpp);
+  setup.slide = &slide;
+  setup.whole = slide.read_region_at_mpp({0, 0, slide.width(), slide.height()}, work_mpp);
+  const grade::ImageView& whole = setup.whole;
   const int T = 1024;  // the pipeline's tile core (PipelineParams::tile_um = 512 um at 0.5 um/px)
-  std::vector<grade::ImageView> tiles;
+  std::vector<grade::ImageView>& tiles = setup.tiles;
   for (int y = 0; y < whole.rgb.rows; y += T)
     for (int x = 0; x < whole.rgb.cols; x += T) {
       grade::ImageView v = whole;
@@ -120,7 +204,7 @@ int main(int argc, char** argv) {
   // that best is AVX-512), and OpenCV dnn, in the same run, so that their ratios do not depend on what else the machine
   // is doing that hour.
   using grade::detail::NucleiEngine;
-  if (!model.empty()) grade::detail::set_thread_nuclei_model(model);
+  if (!setup.model.empty()) grade::detail::set_thread_nuclei_model(setup.model);
   std::vector<std::pair<NucleiEngine, std::string>> engines;
   for (auto [e, name] : {std::pair{NucleiEngine::best, "best"}, {NucleiEngine::avx2, "avx2"},
                          {NucleiEngine::opencv, "opencv"}}) {
@@ -136,75 +220,21 @@ int main(int argc, char** argv) {
     per_cpu_second.emplace_back();
     for (int threads : {1, 2}) {
       std::vector<double> walls, cpus, tiles_cpus, thumb_cpus;
-      std::int64_t px = 0;
-      std::size_t kept = 0, nuclei = 0;
+      Run last;
       for (int r = 0; r < repeat; ++r) {
-        const auto t0 = std::chrono::steady_clock::now();
-        const double c0 = thread_cpu_seconds();
-        // Tissue and stains (once per slide), on a thumbnail / a 2 um/px view.
-        const double r0 = thread_cpu_seconds();
-        const grade::ImageView thumb = slide.read_thumbnail(8.0);
-        const double read_cpu = thread_cpu_seconds() - r0;
-        thumb_cpus.push_back(read_cpu);
-        const grade::TissueMask tissue = grade::detect_tissue(thumb);
-        cv::Mat tm;
-        cv::resize(tissue.mask, tm, whole.rgb.size(), 0, 0, cv::INTER_NEAREST);
-        grade::ImageView small = whole;
-        cv::resize(whole.rgb, small.rgb, cv::Size(), 0.25, 0.25, cv::INTER_AREA);
-        cv::Mat sm;
-        cv::resize(tm, sm, small.rgb.size(), 0, 0, cv::INTER_NEAREST);
-        const grade::StainEstimate stains = grade::estimate_stains(small, {}, sm);
-        grade::NucleiParams np = base;
-        np.stains = stains.vectors;
-        std::vector<char> use(tiles.size(), 0);
-        for (std::size_t i = 0; i < tiles.size(); ++i) {
-          const int x = static_cast<int>((tiles[i].x0 - whole.x0) / whole.downsample),
-                    y = static_cast<int>((tiles[i].y0 - whole.y0) / whole.downsample);
-          use[i] = cv::countNonZero(tm(cv::Rect(x, y, tiles[i].rgb.cols, tiles[i].rgb.rows))) > 0;
-        }
-        std::atomic<double> cpu{thread_cpu_seconds() - c0 - read_cpu}, tiles_cpu{0.0};
-        std::atomic<std::size_t> next{0};
-        std::atomic<std::size_t> count{0};
-        std::vector<std::thread> pool;
-        for (int t = 0; t < threads; ++t)
-          pool.emplace_back([&] {
-            // The worker's first use, off the CPU clock unless --cold (see the top of the file).
-            if (!model.empty()) grade::detail::set_thread_nuclei_model(model);
-            grade::detail::set_thread_nuclei_engine(which);
-            if (!cold) grade::segment_nuclei(tiles[0], np);
-            const double w0 = thread_cpu_seconds();
-            for (std::size_t i; (i = next.fetch_add(1)) < tiles.size();)
-              if (use[i]) count += grade::segment_nuclei(tiles[i], np).nuclei.size();
-            const double used = thread_cpu_seconds() - w0;
-            for (double c = cpu.load(); !cpu.compare_exchange_weak(c, c + used);) {
-            }
-            for (double c = tiles_cpu.load(); !tiles_cpu.compare_exchange_weak(c, c + used);) {
-            }
-          });
-        for (auto& t : pool) t.join();
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        walls.push_back(s - read_cpu);  // the read is single-threaded: its CPU time is its wall time
-        cpus.push_back(cpu.load());
-        tiles_cpus.push_back(tiles_cpu.load());
-        kept = 0;
-        px = 0;
-        for (std::size_t i = 0; i < tiles.size(); ++i)
-          if (use[i]) {
-            ++kept;
-            px += static_cast<std::int64_t>(tiles[i].rgb.total());
-          }
-        nuclei = count;
+        last = run_once(setup, threads, which);
+        walls.push_back(last.wall);
+        cpus.push_back(last.cpu);
+        tiles_cpus.push_back(last.tiles_cpu);
+        thumb_cpus.push_back(last.thumb_cpu);
       }
-      auto median = [](std::vector<double> v) {
-        std::sort(v.begin(), v.end());
-        return v[v.size() / 2];
-      };
       const double wall = median(walls), cpu = median(cpus), tiles_cpu = median(tiles_cpus);
+      const std::int64_t px = last.px;
       const double mps = static_cast<double>(px) / 1e6 / wall;
       std::printf("threads %d: %zu tissue tiles, %zu nuclei, wall %.2f s (%.2f MP/s, %.2f per thread), CPU %.2f s: "
                   "%.2f MP per CPU-second (per core); segment_nuclei alone %.2f MP per CPU-second; thumbnail read "
                   "(not counted) %.3f s CPU\n",
-                  threads, kept, nuclei, wall, mps, mps / threads, cpu, static_cast<double>(px) / 1e6 / cpu,
+                  threads, last.kept, last.nuclei, wall, mps, mps / threads, cpu, static_cast<double>(px) / 1e6 / cpu,
                   static_cast<double>(px) / 1e6 / tiles_cpu, median(thumb_cpus));
       (threads == 1 ? per_cpu_second.back().first : per_cpu_second.back().second) = static_cast<double>(px) / 1e6 / cpu;
     }

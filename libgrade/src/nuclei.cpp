@@ -47,6 +47,18 @@ struct NucleiModel {
     });
     return direct.get();
   }
+  // What runs it for the calling thread (detail::set_thread_nuclei_engine): the direct network with this instruction
+  // set, or OpenCV dnn when `direct` is null. The one place that decides, for predict and nuclei_engine_name alike.
+  struct Runner {
+    const detail::DirectUnet* direct = nullptr;
+    detail::DirectUnet::Isa isa = detail::DirectUnet::Isa::avx2;
+  };
+  Runner runner() const {
+    using Isa = detail::DirectUnet::Isa;
+    if (t_engine == detail::NucleiEngine::opencv) return {};
+    const bool avx512 = t_engine == detail::NucleiEngine::best && detail::DirectUnet::cpu_isa() == Isa::avx512;
+    return {direct_unet(), avx512 ? Isa::avx512 : Isa::avx2};
+  }
 };
 
 // The networks: one per embedded model (shared by all threads, kept for the life of the process so a new worker
@@ -126,10 +138,7 @@ cv::Mat average_flips(const Run& run, const cv::Mat& blob, const cv::Mat& first,
 std::vector<cv::Mat> predict(const cv::Mat& rgb, NucleiNetwork network, int tile, int margin, int flips) {
   std::vector<cv::Mat> maps;
   const NucleiModel& model = nuclei_model(network);
-  const detail::DirectUnet* direct = t_engine != detail::NucleiEngine::opencv ? model.direct_unet() : nullptr;
-  using Isa = detail::DirectUnet::Isa;
-  const Isa isa =
-      t_engine == detail::NucleiEngine::best && detail::DirectUnet::cpu_isa() == Isa::avx512 ? Isa::avx512 : Isa::avx2;
+  const auto [direct, isa] = model.runner();
   std::optional<detail::NetPool::Lease> lease;
   if (!direct) lease.emplace(model.pool);
   thread_local cv::Mat blob, logit, direct_out;
@@ -352,9 +361,9 @@ namespace detail {
 void set_thread_nuclei_model(std::vector<unsigned char> onnx) { t_model_override = std::move(onnx); }
 void set_thread_nuclei_engine(NucleiEngine engine) { t_engine = engine; }
 const char* nuclei_engine_name(NucleiNetwork network) {
-  if (t_engine == NucleiEngine::opencv || !nuclei_model(network).direct_unet()) return "OpenCV dnn";
-  return t_engine == NucleiEngine::best && DirectUnet::cpu_isa() == DirectUnet::Isa::avx512 ? "direct AVX-512"
-                                                                                          : "direct AVX2";
+  const auto runner = nuclei_model(network).runner();
+  if (!runner.direct) return "OpenCV dnn";
+  return runner.isa == DirectUnet::Isa::avx512 ? "direct AVX-512" : "direct AVX2";
 }
 
 std::vector<cv::Mat> network_maps(const cv::Mat& rgb, const NucleiParams& params) {

@@ -3,7 +3,9 @@
 // OpenCV dnn: the same weights, read from the loaded cv::dnn::Net, and the same function to float rounding. OpenCV
 // 4.6's convolutions run at about 18 GMAC/s per core on our machines whatever their shape; these kernels keep
 // activations channels-last (16 or 8 channels per register) with a block of output pixels' sums in registers, about
-// 60-80 GMAC/s with AVX-512 and 45 with AVX2 on the same cores (benchmarks/README.md, "Twenty-third session"). Used
+// 60-80 GMAC/s with AVX-512 and 45 with AVX2 on the same cores (benchmarks/README.md, "Twenty-third session"); most
+// 3x3 convolutions run by Winograd's F(2x2, 3x3), 16 multiplies per 2x2 outputs where the direct way does 36 ("Twenty-
+// fourth session": the accurate network 1.15 times as fast with AVX-512, 1.45 with AVX2). Used
 // only where the CPU has AVX-512F or AVX2 with FMA, and the network has NucleiNet's layout with widths that are
 // multiples of 16; from() checks the result against OpenCV dnn on a test input before it is used, so a network it does
 // not understand falls back to dnn rather than running wrong.
@@ -36,6 +38,7 @@ class DirectUnet {
     int k = 3, stride = 1, cin = 0, cout = 0, cout_p = 0;  // cout_p: cout rounded up to a multiple of 16
     std::vector<float> w;                                  // [k * k][cin][cout_p], zero beyond cout
     std::vector<float> b;                                  // [cout_p]
+    std::vector<float> wino;  // 3x3 stride 1 only: Winograd F(2x2, 3x3)'s transformed weights [16][cin][cout_p]
   };
 
  private:

@@ -173,7 +173,8 @@ TEST_CASE("the direct kernels (AVX-512 and AVX2) compute what OpenCV dnn compute
     grade::detail::set_thread_nuclei_engine(NucleiEngine::best);
     const std::string best = grade::detail::nuclei_engine_name(network);
     CHECK(best == (avx512 ? "direct AVX-512" : avx2 ? "direct AVX2" : "OpenCV dnn"));
-    // Tiles of 128 + 2 x 8 px and the partial ones at the edges: several input sizes, all multiples of 8.
+    // Tiles of 128 + 2 x 8 px and the partial ones at the edges: several input sizes, all multiples of 8, whose coarsest
+    // level (1/8) has even sides (144 px: Winograd convolutions there) and odd ones (104 and 120 px: direct ones).
     const grade::NucleiParams params{.network = network, .tile_px = 128};
     grade::detail::set_thread_nuclei_engine(NucleiEngine::opencv);
     CHECK(std::string(grade::detail::nuclei_engine_name(network)) == "OpenCV dnn");

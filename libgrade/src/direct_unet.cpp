@@ -32,6 +32,7 @@ struct View {
   }
 };
 
+#ifdef GRADE_DIRECT_UNET  // (the buffers, the kernels and the steps between them)
 // A bordered h x w x channels buffer (grown as needed, kept between calls) and its view. Only the border is zeroed:
 // every interior value is written before it is read.
 View bordered(std::vector<float>& buf, int h, int w, int channels) {
@@ -60,7 +61,6 @@ bool wino_pays(DirectUnet::Isa isa, const Conv& c) {
   return !c.wino.empty() && (isa == DirectUnet::Isa::avx2 || c.cout_p % 32 == 0);
 }
 
-#ifdef GRADE_DIRECT_UNET
 // The kernels, once for AVX-512F (16 floats per register; 32 registers: 28 sums for 32 output channels x 14 pixels, or
 // 24 for 16 x 24) and once for AVX2 with FMA (8 floats; 16 registers: 12 sums for 16 channels x 6 pixels).
 #pragma GCC push_options
@@ -141,7 +141,6 @@ void upsample_nearest(DirectUnet::Isa isa, const View& in, const View& out, int 
   if (isa == DirectUnet::Isa::avx512) avx512::upsample_nearest(in, out, channels);
   else avx2::upsample_nearest(in, out, channels);
 }
-#endif
 
 // Bilinear 2x up-sampling of the first `n` channels of `in` into planes 0 .. n - 1 of the 1 x n x 2h x 2w blob `out`,
 // with half-pixel centres and edges clamped (PyTorch's align_corners=False, ONNX Resize's half_pixel): output pixel
@@ -176,6 +175,8 @@ void upsample_bilinear(const View& in, int n, cv::Mat& out) {
     }
   }
 }
+
+#endif  // GRADE_DIRECT_UNET
 
 // The weights of an OpenCV convolution layer (blobs: Cout x Cin x k x k, and the bias Cout x 1) rearranged for
 // conv_block, or an empty Conv if the shapes are not as expected.

@@ -111,8 +111,8 @@ void wino(const Conv& c, bool relu, const View& in, const View& out, int ty0, in
 #pragma GCC pop_options
 
 // A convolution over all of `out`'s rows, in stripes of rows over OpenCV's threads: by Winograd's method where it
-// applies (3x3, stride 1, even output sides: every one of NucleiNet's but the stem, the 1x1 ones and, where the tile's
-// side is not a multiple of 16, the coarsest level's), else directly.
+// applies and pays (wino_pays; 3x3, stride 1 and even output sides: not the stem, the 1x1 layers, or the coarsest
+// level's where the tile's side is not a multiple of 16), else directly.
 void conv(DirectUnet::Isa isa, const Conv& c, bool relu, const View& in, const View& out) {
   if (wino_pays(isa, c) && out.h % 2 == 0 && out.w % 2 == 0) {
     const int tile_rows = out.h / 2;

@@ -49,20 +49,22 @@ View bordered(std::vector<float>& buf, int h, int w, int channels) {
   return v;
 }
 
-// The most tiles a Winograd chunk holds (wino_rows: two blocks of P tiles, P at most 14).
-constexpr int wino_chunk = 28;
+// The most tiles a Winograd chunk holds (wino_rows: two blocks of P tiles, P at most 24).
+constexpr int wino_chunk = 48;
 
-// Whether a convolution runs by Winograd's method (wino_rows) with this instruction set: every 3x3 stride-1 one with
-// AVX2, and with AVX-512 those with 32-multiple output channels; for 16 (the fast network's finest level) the direct
-// AVX-512 kernel's longer runs over the taps win. The network alone on a 1040 px tile, 1 thread (twenty-fourth session):
-// AVX2 fast 71 ms against 91 direct, accurate 212 against 306; AVX-512 fast 67 against 68 (73 with Winograd at 16
-// channels too), accurate 160 against 184.
-bool wino_pays(DirectUnet::Isa isa, const Conv& c) {
-  return !c.wino.empty() && (isa == DirectUnet::Isa::avx2 || c.cout_p % 32 == 0);
+// How a 3x3 stride-1 convolution with output `out` runs with this instruction set: 4 for Winograd's F(4x4, 3x3) where
+// both output sides are multiples of 4, else 2 for F(2x2, 3x3) where they are even, else 0 (directly, as every other
+// convolution). F(2x2, 3x3) does not pay with AVX-512 for 16 output channels (the fast network's finest level), where
+// the direct kernel's longer runs over the taps win. The network alone on a 1040 px tile, 1 thread (twenty-fourth
+// session; direct / F(2x2) only / with F(4x4)): AVX-512 fast 68 / 67 / 51-57 ms, accurate 184 / 160 / 120; AVX2 fast
+// 91 / 71 / 68, accurate 306 / 212 / 169.
+int wino_tile(DirectUnet::Isa isa, const Conv& c, const View& out) {
+  if (c.wino.empty()) return 0;
+  if (out.h % 4 == 0 && out.w % 4 == 0) return 4;
+  if (out.h % 2 == 0 && out.w % 2 == 0 && (isa == DirectUnet::Isa::avx2 || c.cout_p % 32 == 0)) return 2;
+  return 0;
 }
 
-// The kernels, once for AVX-512F (16 floats per register; 32 registers: 28 sums for 32 output channels x 14 pixels, or
-// 24 for 16 x 24) and once for AVX2 with FMA (8 floats; 16 registers: 12 sums for 16 channels x 6 pixels).
 #pragma GCC push_options
 #pragma GCC target("avx512f")
 namespace avx512 {
@@ -76,13 +78,16 @@ inline vec relu_of(vec a) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm
 inline vec max_of(vec a, vec b) { return _mm512_maskz_max_ps(0xffff, a, b); }  // (GCC 12 warns on _mm512_max_ps)
 inline vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
 inline vec sub(vec a, vec b) { return _mm512_sub_ps(a, b); }
+inline vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
 #include "direct_unet_kernels.inc"
 void rows(const Conv& c, bool relu, const View& in, const View& out, int y0, int y1) {
   if (c.cout_p % 32 == 0) conv_rows<2, 14>(c, relu, in, out, y0, y1);
   else conv_rows<1, 24>(c, relu, in, out, y0, y1);
 }
-void wino(const Conv& c, bool relu, const View& in, const View& out, int ty0, int ty1, float* scratch) {
-  wino_rows<2, 14>(c, relu, in, out, ty0, ty1, scratch);  // 32-multiple output channels only (wino_pays)
+void wino(const Conv& c, bool relu, const View& in, const View& out, int ty0, int ty1, float* scratch, int tile) {
+  if (c.cout_p % 32 != 0) wino_rows<1, 24, 4>(c, relu, in, out, ty0, ty1, scratch);  // (wino_tile: not F(2x2) here)
+  else if (tile == 4) wino_rows<2, 14, 4>(c, relu, in, out, ty0, ty1, scratch);
+  else wino_rows<2, 14, 2>(c, relu, in, out, ty0, ty1, scratch);
 }
 }  // namespace avx512
 #pragma GCC pop_options
@@ -100,28 +105,29 @@ inline vec relu_of(vec a) { return _mm256_max_ps(a, _mm256_setzero_ps()); }
 inline vec max_of(vec a, vec b) { return _mm256_max_ps(a, b); }
 inline vec add(vec a, vec b) { return _mm256_add_ps(a, b); }
 inline vec sub(vec a, vec b) { return _mm256_sub_ps(a, b); }
+inline vec mul(vec a, vec b) { return _mm256_mul_ps(a, b); }
 #include "direct_unet_kernels.inc"
 void rows(const Conv& c, bool relu, const View& in, const View& out, int y0, int y1) {
   conv_rows<2, 6>(c, relu, in, out, y0, y1);
 }
-void wino(const Conv& c, bool relu, const View& in, const View& out, int ty0, int ty1, float* scratch) {
-  wino_rows<2, 6>(c, relu, in, out, ty0, ty1, scratch);
+void wino(const Conv& c, bool relu, const View& in, const View& out, int ty0, int ty1, float* scratch, int tile) {
+  if (tile == 4) wino_rows<2, 6, 4>(c, relu, in, out, ty0, ty1, scratch);
+  else wino_rows<2, 6, 2>(c, relu, in, out, ty0, ty1, scratch);
 }
 }  // namespace avx2
 #pragma GCC pop_options
 
-// A convolution over all of `out`'s rows, in stripes of rows over OpenCV's threads: by Winograd's method where it
-// applies and pays (wino_pays; 3x3, stride 1 and even output sides: not the stem, the 1x1 layers, or the coarsest
-// level's where the tile's side is not a multiple of 16), else directly.
+// A convolution over all of `out`'s rows, in stripes of rows over OpenCV's threads (rows of tiles for Winograd's
+// method, where wino_tile says it applies and pays), else directly.
 void conv(DirectUnet::Isa isa, const Conv& c, bool relu, const View& in, const View& out) {
-  if (wino_pays(isa, c) && out.h % 2 == 0 && out.w % 2 == 0) {
-    const int tile_rows = out.h / 2;
+  if (const int tile = wino_tile(isa, c, out); tile > 0) {
+    const int tile_rows = out.h / tile;
     cv::parallel_for_(cv::Range(0, tile_rows), [&](const cv::Range& r) {
       thread_local std::vector<float> scratch;
-      const auto need = static_cast<std::size_t>(16 * wino_chunk * (c.cin + c.cout_p));
+      const auto need = static_cast<std::size_t>((tile + 2) * (tile + 2) * wino_chunk * (c.cin + c.cout_p));
       if (scratch.size() < need) scratch.resize(need);
-      if (isa == DirectUnet::Isa::avx512) avx512::wino(c, relu, in, out, r.start, r.end, scratch.data());
-      else avx2::wino(c, relu, in, out, r.start, r.end, scratch.data());
+      if (isa == DirectUnet::Isa::avx512) avx512::wino(c, relu, in, out, r.start, r.end, scratch.data(), tile);
+      else avx2::wino(c, relu, in, out, r.start, r.end, scratch.data(), tile);
     }, std::max(1, tile_rows / 16));
     return;
   }
@@ -216,6 +222,23 @@ Conv conv_from(const cv::Ptr<cv::dnn::Layer>& layer, int cin, int k, int stride,
           const auto v = transform(gg[0][row], gg[1][row], gg[2][row]);  // ... then G^T on the right
           for (int col = 0; col < 4; ++col)
             c.wino[static_cast<std::size_t>(((4 * row + col) * cin + i) * c.cout_p + o)] = static_cast<float>(v[col]);
+        }
+      }
+    // F(4x4, 3x3)'s: G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1].
+    c.wino4.assign(static_cast<std::size_t>(36 * cin * c.cout_p), 0.0f);
+    const auto transform6 = [](double a, double b, double cc) {
+      return std::array<double, 6>{a / 4, -(a + b + cc) / 6, -(a - b + cc) / 6, a / 24 + b / 12 + cc / 6,
+                                   a / 24 - b / 12 + cc / 6, cc};
+    };
+    for (int o = 0; o < c.cout; ++o)
+      for (int i = 0; i < cin; ++i) {
+        const float* g = src + (o * cin + i) * 9;
+        std::array<std::array<double, 6>, 3> gg{};
+        for (int col = 0; col < 3; ++col) gg[col] = transform6(g[col], g[3 + col], g[6 + col]);
+        for (int row = 0; row < 6; ++row) {
+          const auto v = transform6(gg[0][row], gg[1][row], gg[2][row]);
+          for (int col = 0; col < 6; ++col)
+            c.wino4[static_cast<std::size_t>(((6 * row + col) * cin + i) * c.cout_p + o)] = static_cast<float>(v[col]);
         }
       }
   }

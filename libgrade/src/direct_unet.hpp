@@ -39,6 +39,7 @@ class DirectUnet {
     std::vector<float> w;                                  // [k * k][cin][cout_p], zero beyond cout
     std::vector<float> b;                                  // [cout_p]
     std::vector<float> wino;  // 3x3 stride 1 only: Winograd F(2x2, 3x3)'s transformed weights [16][cin][cout_p]
+    std::vector<float> wino4;  // and F(4x4, 3x3)'s [36][cin][cout_p]
   };
 
  private:

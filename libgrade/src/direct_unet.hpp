@@ -4,8 +4,9 @@
 // 4.6's convolutions run at about 18 GMAC/s per core on our machines whatever their shape; these kernels keep
 // activations channels-last (16 or 8 channels per register) with a block of output pixels' sums in registers, about
 // 60-80 GMAC/s with AVX-512 and 45 with AVX2 on the same cores (benchmarks/README.md, "Twenty-third session"); most
-// 3x3 convolutions run by Winograd's F(2x2, 3x3), 16 multiplies per 2x2 outputs where the direct way does 36 ("Twenty-
-// fourth session": the accurate network 1.15 times as fast with AVX-512, 1.45 with AVX2). Used
+// 3x3 convolutions run by Winograd's F(4x4, 3x3) or F(2x2, 3x3), 36 multiplies per 4x4 outputs or 16 per 2x2 where the
+// direct way does 144 or 36 ("Twenty-fourth session": the accurate network alone 1.5 times as fast with AVX-512, 1.8
+// with AVX2). Used
 // only where the CPU has AVX-512F or AVX2 with FMA, and the network has NucleiNet's layout with widths that are
 // multiples of 16; from() checks the result against OpenCV dnn on a test input before it is used, so a network it does
 // not understand falls back to dnn rather than running wrong.

@@ -184,6 +184,26 @@ void upsample_bilinear(const View& in, int n, cv::Mat& out) {
 
 #endif  // GRADE_DIRECT_UNET
 
+// G g G^T for every 3x3 kernel g of `src` (Cout x Cin x 3 x 3), as [S * S][cin][cout_p] (S = G's rows; zero beyond
+// cout): Winograd's weight transform.
+std::vector<float> winograd_weights(const float* src, int cin, int cout, int cout_p,
+                                    const std::vector<std::array<double, 3>>& G) {
+  const int S = static_cast<int>(G.size());
+  std::vector<float> out(static_cast<std::size_t>(S * S * cin * cout_p), 0.0f);
+  for (int o = 0; o < cout; ++o)
+    for (int i = 0; i < cin; ++i) {
+      const float* g = src + (o * cin + i) * 9;
+      for (int r = 0; r < S; ++r)
+        for (int col = 0; col < S; ++col) {
+          double v = 0.0;
+          for (int a = 0; a < 3; ++a)
+            for (int b = 0; b < 3; ++b) v += G[r][a] * g[a * 3 + b] * G[col][b];
+          out[static_cast<std::size_t>(((S * r + col) * cin + i) * cout_p + o)] = static_cast<float>(v);
+        }
+    }
+  return out;
+}
+
 // The weights of an OpenCV convolution layer (blobs: Cout x Cin x k x k, and the bias Cout x 1) rearranged for
 // conv_block, or an empty Conv if the shapes are not as expected.
 Conv conv_from(const cv::Ptr<cv::dnn::Layer>& layer, int cin, int k, int stride, int cout = -1) {
@@ -208,39 +228,17 @@ Conv conv_from(const cv::Ptr<cv::dnn::Layer>& layer, int cin, int k, int stride,
         c.w[static_cast<std::size_t>((t * cin + i) * c.cout_p + o)] = src[(o * cin + i) * k * k + t];
   std::copy_n(b.ptr<float>(), c.cout, c.b.begin());
   if (k == 3 && stride == 1) {
-    // Winograd F(2x2, 3x3)'s weights, G g G^T with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] (in double).
-    c.wino.assign(static_cast<std::size_t>(16 * cin * c.cout_p), 0.0f);
-    const auto transform = [](double a, double b, double cc) {
-      return std::array<double, 4>{a, (a + b + cc) / 2, (a - b + cc) / 2, cc};
-    };
-    for (int o = 0; o < c.cout; ++o)
-      for (int i = 0; i < cin; ++i) {
-        const float* g = src + (o * cin + i) * 9;
-        std::array<std::array<double, 4>, 3> gg{};  // G applied to each column of g: gg[column][row]
-        for (int col = 0; col < 3; ++col) gg[col] = transform(g[col], g[3 + col], g[6 + col]);
-        for (int row = 0; row < 4; ++row) {
-          const auto v = transform(gg[0][row], gg[1][row], gg[2][row]);  // ... then G^T on the right
-          for (int col = 0; col < 4; ++col)
-            c.wino[static_cast<std::size_t>(((4 * row + col) * cin + i) * c.cout_p + o)] = static_cast<float>(v[col]);
-        }
-      }
-    // F(4x4, 3x3)'s: G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1].
-    c.wino4.assign(static_cast<std::size_t>(36 * cin * c.cout_p), 0.0f);
-    const auto transform6 = [](double a, double b, double cc) {
-      return std::array<double, 6>{a / 4, -(a + b + cc) / 6, -(a - b + cc) / 6, a / 24 + b / 12 + cc / 6,
-                                   a / 24 - b / 12 + cc / 6, cc};
-    };
-    for (int o = 0; o < c.cout; ++o)
-      for (int i = 0; i < cin; ++i) {
-        const float* g = src + (o * cin + i) * 9;
-        std::array<std::array<double, 6>, 3> gg{};
-        for (int col = 0; col < 3; ++col) gg[col] = transform6(g[col], g[3 + col], g[6 + col]);
-        for (int row = 0; row < 6; ++row) {
-          const auto v = transform6(gg[0][row], gg[1][row], gg[2][row]);
-          for (int col = 0; col < 6; ++col)
-            c.wino4[static_cast<std::size_t>(((6 * row + col) * cin + i) * c.cout_p + o)] = static_cast<float>(v[col]);
-        }
-      }
+    // Winograd's transformed weights G g G^T, in double. F(2x2, 3x3): G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1];
+    // F(4x4, 3x3): G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1].
+    const std::vector<std::array<double, 3>> g2 = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+    const std::vector<std::array<double, 3>> g4 = {{0.25, 0, 0},
+                                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                                   {0, 0, 1}};
+    c.wino = winograd_weights(src, cin, c.cout, c.cout_p, g2);
+    c.wino4 = winograd_weights(src, cin, c.cout, c.cout_p, g4);
   }
   return c;
 }
